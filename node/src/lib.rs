@@ -1,0 +1,6 @@
+//! The Laundry List store node as a library, so integration tests and tools can reach its
+//! parts. The binary in `main.rs` only parses the command line and calls [`node::run`].
+
+pub mod inventory;
+pub mod raft;
+pub mod storage;

@@ -1,0 +1,136 @@
+//! openraft's network over the gRPC peer transport: one lazily connected tonic channel per
+//! target. Transport failures become `Unreachable`, so openraft backs off instead of
+//! spinning on a dead peer; errors the peer's Raft returned come back as `RemoteError`.
+
+use super::codec;
+use super::{NodeId, NodeInfo, TypeConfig};
+use laundry_proto::raft::raft_service_client::RaftServiceClient;
+use laundry_proto::raft::RaftPayload;
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{de::DeserializeOwned, Serialize};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+
+/// How long to wait for a TCP connection to a peer.
+pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
+
+#[derive(Clone, Default)]
+pub struct NetworkFactory;
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        PeerClient::new(target, node)
+    }
+}
+
+pub struct PeerClient {
+    target: NodeId,
+    /// `None` when the peer address does not parse; every call then reports it.
+    client: Result<RaftServiceClient<Channel>, String>,
+}
+
+/// Connects lazily to a peer's Raft transport at `addr` (host:port).
+pub fn peer_channel(addr: &str) -> Result<Channel, String> {
+    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+        .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
+        .tcp_nodelay(true);
+    Ok(endpoint.connect_lazy())
+}
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    Append,
+    Vote,
+    Snapshot,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Msg(String);
+
+impl PeerClient {
+    fn new(target: NodeId, node: &NodeInfo) -> Self {
+        let client = peer_channel(&node.peer_addr)
+            .map(|ch| RaftServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
+        PeerClient { target, client }
+    }
+
+    async fn call<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let client = match &mut self.client {
+            Ok(c) => c,
+            Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
+        };
+        let data =
+            codec::to_bytes(req).map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(option.hard_ttl());
+        let reply = match rpc {
+            Rpc::Append => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::Snapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| {
+            RPCError::Unreachable(Unreachable::new(&Msg(format!(
+                "peer {}: {}",
+                self.target, status
+            ))))
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            codec::from_bytes(&reply.into_inner().data).map_err(|e| {
+                RPCError::Network(NetworkError::new(&Msg(format!(
+                    "peer {}: {e}",
+                    self.target
+                ))))
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Append, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<
+        InstallSnapshotResponse<NodeId>,
+        RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
+    > {
+        self.call(Rpc::Snapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

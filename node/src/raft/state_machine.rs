@@ -1,0 +1,495 @@
+//! The replicated state machine: applies committed entries to the in-memory [`Inventory`]
+//! and, in the same step, writes the changed records, the new movements and the applied
+//! log id to the engine in one atomic batch. Readers (the gRPC service) share the state
+//! behind a lock; watchers get new movements through a bounded broadcast.
+//!
+//! Snapshots are built from a consistent view of the state and ledger, written to
+//! `<data>/snapshot/current.snap` (fsynced, atomically renamed), and installed by
+//! replacing the state and ledger wholesale. An install interrupted by a crash is finished
+//! on the next start from the snapshot file (the `a/installing` marker says so).
+
+use super::snapshot::{self, SnapshotBody};
+use super::{sto_err, LogId, Membership, NodeId, Response, StorageError, TypeConfig};
+use crate::inventory::{ApplyCtx, Inventory, Movement, Record};
+use crate::storage::{frame, keys, Batch, Engine, StoreError};
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta,
+    StoredMembership,
+};
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+use tokio::sync::broadcast;
+
+const INSTALLING: &[u8] = b"a/installing";
+/// Rows per engine batch when rewriting the whole state (snapshot install, recovery).
+const REWRITE_CHUNK: usize = 4096;
+/// Queue depth of the watch broadcast; a watcher that falls further behind re-reads the
+/// ledger from storage instead of holding memory.
+pub const WATCH_QUEUE_DEPTH: usize = 1024;
+
+/// What the state machine tells watchers.
+#[derive(Debug, Clone)]
+pub enum WatchEvent {
+    /// Movements of newly applied entries, in ledger order.
+    Movements(Arc<Vec<Movement>>),
+    /// A snapshot replaced the ledger: re-read from storage.
+    Reset,
+}
+
+/// The applied state, shared with readers.
+pub struct AppliedState {
+    pub inventory: Inventory,
+    pub last_applied: Option<LogId>,
+    pub membership: Membership,
+}
+
+struct Shared<E: Engine> {
+    engine: Arc<E>,
+    state: RwLock<AppliedState>,
+    events: broadcast::Sender<WatchEvent>,
+    snapshot_dir: PathBuf,
+}
+
+pub struct StateMachine<E: Engine> {
+    shared: Arc<Shared<E>>,
+}
+
+impl<E: Engine> Clone for StateMachine<E> {
+    fn clone(&self) -> Self {
+        StateMachine {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+fn read_err(e: impl std::fmt::Display) -> StorageError {
+    sto_err(ErrorSubject::StateMachine, ErrorVerb::Read, e)
+}
+fn write_err(e: impl std::fmt::Display) -> StorageError {
+    sto_err(ErrorSubject::StateMachine, ErrorVerb::Write, e)
+}
+
+impl<E: Engine> StateMachine<E> {
+    /// Opens the state machine stored in `engine`, finishing an interrupted snapshot
+    /// install first. Fails, never panics, on corrupt records.
+    pub async fn open(engine: Arc<E>, data_dir: &Path) -> Result<Self, StoreError> {
+        let snapshot_dir = data_dir.join("snapshot");
+        std::fs::create_dir_all(&snapshot_dir).map_err(|source| StoreError::Io {
+            path: snapshot_dir.display().to_string(),
+            source,
+        })?;
+        if engine.get(INSTALLING)?.is_some() {
+            tracing::warn!("finishing a snapshot install interrupted by a crash");
+            let bytes = read_file(&snapshot_dir.join("current.snap"))?.ok_or_else(|| {
+                StoreError::Engine("install marker set but no snapshot file".into())
+            })?;
+            let body = snapshot::decode(&bytes).map_err(|e| StoreError::Corrupt {
+                key: "snapshot/current.snap".into(),
+                reason: e.to_string(),
+            })?;
+            rewrite_state(engine.as_ref(), &body).await?;
+        }
+        let mut records = Vec::new();
+        let mut start = keys::STATE_START.to_vec();
+        loop {
+            let rows = engine.range(&start, keys::STATE_END, REWRITE_CHUNK)?;
+            let Some((last, _)) = rows.last() else { break };
+            start = last.clone();
+            start.push(0);
+            for (k, v) in rows {
+                records.push(frame::decode::<Record>(&k, &v)?);
+            }
+        }
+        let inventory = if records.is_empty() {
+            Inventory::genesis()
+        } else {
+            Inventory::from_records(records).map_err(|reason| StoreError::Corrupt {
+                key: "state".into(),
+                reason,
+            })?
+        };
+        let (last_applied, membership) = match engine.get(keys::APPLIED)? {
+            Some(v) => frame::decode::<(Option<LogId>, Membership)>(keys::APPLIED, &v)?,
+            None => (None, Membership::default()),
+        };
+        let (events, _) = broadcast::channel(WATCH_QUEUE_DEPTH);
+        let state = RwLock::new(AppliedState {
+            inventory,
+            last_applied,
+            membership,
+        });
+        Ok(StateMachine {
+            shared: Arc::new(Shared {
+                engine,
+                state,
+                events,
+                snapshot_dir,
+            }),
+        })
+    }
+
+    /// Read access to the applied state. Hold it briefly: apply waits for it.
+    pub fn read(&self) -> RwLockReadGuard<'_, AppliedState> {
+        self.shared
+            .state
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<WatchEvent> {
+        self.shared.events.subscribe()
+    }
+
+    pub fn engine(&self) -> &Arc<E> {
+        &self.shared.engine
+    }
+
+    /// Movements with `(revision, seq) >= from`, matching the filters, oldest first.
+    /// Examines at most `scan_budget` movements so one call stays bounded; returns the
+    /// cursor to continue from, or `None` at the end of the ledger.
+    pub fn movements(
+        &self,
+        from: (u64, u32),
+        item: &str,
+        location: &str,
+        limit: usize,
+        scan_budget: usize,
+    ) -> Result<(Vec<Movement>, Option<(u64, u32)>), StoreError> {
+        let mut out = Vec::new();
+        let mut start = keys::movement(from.0, from.1);
+        let mut scanned = 0;
+        while scanned < scan_budget && out.len() < limit {
+            let chunk = (scan_budget - scanned).min(1024);
+            let rows = self
+                .shared
+                .engine
+                .range(&start, keys::MOVEMENT_END, chunk)?;
+            if rows.is_empty() {
+                return Ok((out, None));
+            }
+            for (k, v) in &rows {
+                scanned += 1;
+                let m: Movement = frame::decode(k, v)?;
+                let next = (m.revision, m.seq + 1);
+                let matches = (item.is_empty() || m.item == item)
+                    && (location.is_empty() || m.from == location || m.to == location);
+                if matches {
+                    out.push(m);
+                    if out.len() == limit {
+                        return Ok((out, Some(next)));
+                    }
+                }
+                start = keys::movement(next.0, next.1);
+            }
+        }
+        let more = !self
+            .shared
+            .engine
+            .range(&start, keys::MOVEMENT_END, 1)?
+            .is_empty();
+        let (rev, seq) = decode_movement_key(&start);
+        Ok((out, more.then_some((rev, seq))))
+    }
+
+    /// A digest of every state record: equal at equal applied indexes on every replica.
+    pub fn digest(&self) -> (Option<LogId>, u64) {
+        let st = self.read();
+        let mut h = crc32fast::Hasher::new();
+        for r in st.inventory.records() {
+            h.update(&serde_json::to_vec(&r).unwrap_or_default());
+        }
+        (st.last_applied, h.finalize() as u64)
+    }
+
+    /// Time of the earliest open reservation deadline or idempotency expiry that has
+    /// passed by `now_ms`, i.e. whether the leader should propose `ExpireDue`.
+    pub fn expiry_due(&self, now_ms: u64) -> bool {
+        self.read().inventory.expiry_due(now_ms)
+    }
+
+    fn snapshot_path(&self) -> PathBuf {
+        self.shared.snapshot_dir.join("current.snap")
+    }
+
+    fn all_movements(&self) -> Result<Vec<Movement>, StoreError> {
+        let mut out = Vec::new();
+        let mut start = keys::MOVEMENT_START.to_vec();
+        loop {
+            let rows = self
+                .shared
+                .engine
+                .range(&start, keys::MOVEMENT_END, REWRITE_CHUNK)?;
+            let Some((last, _)) = rows.last() else {
+                return Ok(out);
+            };
+            start = last.clone();
+            start.push(0);
+            for (k, v) in rows {
+                out.push(frame::decode(&k, &v)?);
+            }
+        }
+    }
+}
+
+fn decode_movement_key(key: &[u8]) -> (u64, u32) {
+    let rev = key
+        .get(1..9)
+        .and_then(|b| b.try_into().ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0);
+    let seq = key
+        .get(9..13)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes)
+        .unwrap_or(0);
+    (rev, seq)
+}
+
+fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(Some(b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(StoreError::Io {
+            path: path.display().to_string(),
+            source,
+        }),
+    }
+}
+
+/// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync of the directory.
+fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    use std::io::Write;
+    let io = |source| StoreError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).map_err(io)?;
+    f.write_all(bytes).map_err(io)?;
+    f.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io)?;
+    }
+    Ok(())
+}
+
+/// Replaces the stored state and ledger with `body`, durably, in bounded batches.
+async fn rewrite_state<E: Engine>(engine: &E, body: &SnapshotBody) -> Result<(), StoreError> {
+    let mut marker = Batch::default();
+    marker.put(INSTALLING.to_vec(), frame::encode(&body.last_applied)?);
+    engine.write(marker)?;
+    engine.flush().await?;
+    engine.delete_range(keys::STATE_START, keys::STATE_END)?;
+    engine.delete_range(keys::MOVEMENT_START, keys::MOVEMENT_END)?;
+    for chunk in body.records.chunks(REWRITE_CHUNK) {
+        let mut b = Batch::default();
+        for r in chunk {
+            b.put(keys::state(&r.key()), frame::encode(r)?);
+        }
+        engine.write(b)?;
+    }
+    for chunk in body.movements.chunks(REWRITE_CHUNK) {
+        let mut b = Batch::default();
+        for m in chunk {
+            b.put(keys::movement(m.revision, m.seq), frame::encode(m)?);
+        }
+        engine.write(b)?;
+    }
+    let mut last = Batch::default();
+    last.put(
+        keys::APPLIED.to_vec(),
+        frame::encode(&(body.last_applied, &body.membership))?,
+    );
+    last.delete(INSTALLING.to_vec());
+    engine.write(last)?;
+    engine.flush().await
+}
+
+fn snapshot_meta(body: &SnapshotBody) -> SnapshotMeta<NodeId, super::NodeInfo> {
+    let snapshot_id = match &body.last_applied {
+        Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
+        None => "empty".to_string(),
+    };
+    SnapshotMeta {
+        last_log_id: body.last_applied,
+        last_membership: body.membership.clone(),
+        snapshot_id,
+    }
+}
+
+impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let body = {
+            // Under the read lock no entry applies, so state and ledger agree.
+            let st = self.read();
+            SnapshotBody {
+                last_applied: st.last_applied,
+                membership: st.membership.clone(),
+                records: st.inventory.records().collect(),
+                movements: self.all_movements().map_err(read_err)?,
+            }
+        };
+        // Everything applied up to the snapshot must be durable before the log behind it
+        // may be purged.
+        self.shared.engine.flush().await.map_err(write_err)?;
+        let bytes = snapshot::encode(&body).map_err(write_err)?;
+        let path = self.snapshot_path();
+        let to_write = bytes.clone();
+        tokio::task::spawn_blocking(move || write_file_durably(&path, &to_write))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
+        tracing::info!(last_applied = ?body.last_applied, bytes = bytes.len(), "built snapshot");
+        Ok(Snapshot {
+            meta: snapshot_meta(&body),
+            snapshot: Box::new(Cursor::new(bytes)),
+        })
+    }
+}
+
+impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, Membership), StorageError> {
+        let st = self.read();
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut responses = Vec::new();
+        let mut fresh: Vec<Movement> = Vec::new();
+        {
+            let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+            let mut batch = Batch::default();
+            for entry in entries {
+                assert!(
+                    st.last_applied
+                        .map(|l| l.index < entry.log_id.index)
+                        .unwrap_or(true),
+                    "entries apply in log order, once"
+                );
+                st.last_applied = Some(entry.log_id);
+                match entry.payload {
+                    EntryPayload::Blank => responses.push(Response::None),
+                    EntryPayload::Membership(m) => {
+                        st.membership = StoredMembership::new(Some(entry.log_id), m);
+                        responses.push(Response::None);
+                    }
+                    EntryPayload::Normal(req) => {
+                        let ctx = ApplyCtx {
+                            revision: entry.log_id.index,
+                            time_ms: req.time_ms,
+                            idempotency: req.idempotency.clone(),
+                        };
+                        let applied = st.inventory.apply(&req.command, &ctx);
+                        for key in &applied.touched {
+                            match st.inventory.record(key) {
+                                Some(r) => batch
+                                    .put(keys::state(key), frame::encode(&r).map_err(write_err)?),
+                                None => batch.delete(keys::state(key)),
+                            }
+                        }
+                        if let Ok(out) = &applied.result {
+                            if !out.replayed {
+                                for m in &out.movements {
+                                    batch.put(
+                                        keys::movement(m.revision, m.seq),
+                                        frame::encode(m).map_err(write_err)?,
+                                    );
+                                }
+                                fresh.extend(out.movements.iter().cloned());
+                            }
+                        }
+                        responses.push(Response::Applied(applied.result));
+                    }
+                }
+            }
+            batch.put(
+                keys::APPLIED.to_vec(),
+                frame::encode(&(st.last_applied, &st.membership)).map_err(write_err)?,
+            );
+            // Written under the lock, so a reader never sees the ledger ahead of the state.
+            self.shared.engine.write(batch).map_err(write_err)?;
+        }
+        if !fresh.is_empty() {
+            // No receivers is fine: nobody is watching.
+            let _ = self
+                .shared
+                .events
+                .send(WatchEvent::Movements(Arc::new(fresh)));
+        }
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, super::NodeInfo>,
+        data: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let bytes = data.into_inner();
+        let sig = Some(meta.signature());
+        let body = snapshot::decode(&bytes)
+            .map_err(|e| sto_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
+        if body.last_applied != meta.last_log_id {
+            return Err(sto_err(
+                ErrorSubject::Snapshot(sig),
+                ErrorVerb::Read,
+                format!(
+                    "snapshot body is at {:?} but its meta says {:?}",
+                    body.last_applied, meta.last_log_id
+                ),
+            ));
+        }
+        let inventory = Inventory::from_records(body.records.clone()).map_err(read_err)?;
+        let path = self.snapshot_path();
+        let to_write = bytes.clone();
+        tokio::task::spawn_blocking(move || write_file_durably(&path, &to_write))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
+        {
+            // Hold no lock across the rewrite's awaits; apply cannot run concurrently with
+            // install (openraft serializes state machine calls), readers see the old state.
+            rewrite_state(self.shared.engine.as_ref(), &body)
+                .await
+                .map_err(write_err)?;
+            let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+            st.inventory = inventory;
+            st.last_applied = body.last_applied;
+            st.membership = body.membership.clone();
+        }
+        let _ = self.shared.events.send(WatchEvent::Reset);
+        tracing::info!(last_applied = ?body.last_applied, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let path = self.snapshot_path();
+        let Some(bytes) = read_file(&path).map_err(read_err)? else {
+            return Ok(None);
+        };
+        let body =
+            snapshot::decode(&bytes).map_err(|e| read_err(format!("{}: {e}", path.display())))?;
+        Ok(Some(Snapshot {
+            meta: snapshot_meta(&body),
+            snapshot: Box::new(Cursor::new(bytes)),
+        }))
+    }
+}
