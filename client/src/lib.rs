@@ -1,1 +1,342 @@
+//! `laundry-client`: the crate services use to talk to a Laundry List cluster.
+//!
+//! - Give it several endpoints; it finds the leader (following the leader hint a follower
+//!   returns) and remembers it.
+//! - Every mutation gets an idempotency key unless the caller set one, and keeps it across
+//!   retries, so a retried mutation never applies twice, even across a leader change.
+//! - Retries are bounded in count and total time, with exponential backoff; each attempt
+//!   has a deadline. Errors are typed ([`ClientError`]).
+//! - [`Client::watch`] is a `Stream` of movements that reconnects and resumes by itself.
 
+mod error;
+mod watch;
+
+pub use error::ClientError;
+pub use laundry_proto::v1 as pb;
+
+use laundry_proto::v1::inventory_service_client::InventoryServiceClient;
+use laundry_proto::LEADER_ADDR_KEY;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Deadline of one attempt.
+    pub attempt_timeout_ms: u64,
+    /// Deadline of a whole call, retries included.
+    pub total_timeout_ms: u64,
+    /// Most attempts per call.
+    pub max_attempts: u32,
+    pub backoff_initial_ms: u64,
+    pub backoff_max_ms: u64,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            attempt_timeout_ms: 3_000,
+            total_timeout_ms: 20_000,
+            max_attempts: 30,
+            backoff_initial_ms: 25,
+            backoff_max_ms: 800,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: ClientConfig,
+    /// Known endpoints (host:port) with a lazily connected channel each.
+    endpoints: Mutex<Vec<(String, Channel)>>,
+    /// Index into `endpoints` of the node believed to lead.
+    preferred: Mutex<usize>,
+}
+
+fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, ClientError> {
+    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Ok(Endpoint::from_shared(uri)
+        .map_err(|_| ClientError::Endpoint(addr.to_string()))?
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// A fresh random idempotency key.
+pub fn new_idempotency_key() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::thread_rng().gen();
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("c-{hex}")
+}
+
+macro_rules! mutation {
+    ($(#[$doc:meta])* $name:ident, $req:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&self, mut req: $req) -> Result<pb::WriteResponse, ClientError> {
+            let options = req.options.get_or_insert_with(Default::default);
+            if options.idempotency_key.is_empty() {
+                options.idempotency_key = new_idempotency_key();
+            }
+            self.call(req, |mut c, r| async move { c.$name(r).await }).await
+        }
+    };
+}
+
+macro_rules! read {
+    ($(#[$doc:meta])* $name:ident, $req:ty, $resp:ty) => {
+        $(#[$doc])*
+        pub async fn $name(&self, req: $req) -> Result<$resp, ClientError> {
+            self.call(req, |mut c, r| async move { c.$name(r).await }).await
+        }
+    };
+}
+
+impl Client {
+    /// A client for the cluster reachable at any of `endpoints` (host:port). Connects lazily.
+    pub fn new<S: AsRef<str>>(endpoints: &[S], config: ClientConfig) -> Result<Self, ClientError> {
+        if endpoints.is_empty() {
+            return Err(ClientError::Endpoint(String::new()));
+        }
+        let connect = Duration::from_millis(config.attempt_timeout_ms.min(1_000));
+        let eps = endpoints
+            .iter()
+            .map(|e| Ok((e.as_ref().to_string(), channel(e.as_ref(), connect)?)))
+            .collect::<Result<Vec<_>, ClientError>>()?;
+        Ok(Client {
+            inner: Arc::new(Inner {
+                config,
+                endpoints: Mutex::new(eps),
+                preferred: Mutex::new(0),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The endpoints known, the believed leader first.
+    pub fn endpoints(&self) -> Vec<String> {
+        let eps = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let p = *self
+            .inner
+            .preferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<String> = eps.iter().map(|(a, _)| a.clone()).collect();
+        let n = out.len();
+        out.rotate_left(p % n.max(1));
+        out
+    }
+
+    fn current(&self) -> (usize, Channel) {
+        let eps = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let p = *self
+            .inner
+            .preferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            % eps.len();
+        (p, eps[p].1.clone())
+    }
+
+    /// Moves on after a failed attempt: to the hinted leader if the node named one,
+    /// otherwise to the next endpoint.
+    fn redirect(&self, failed: usize, hint: Option<&str>) {
+        let mut eps = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut preferred = self
+            .inner
+            .preferred
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if *preferred != failed {
+            return; // another call already moved on
+        }
+        if let Some(addr) = hint {
+            if let Some(i) = eps.iter().position(|(a, _)| a == addr) {
+                *preferred = i;
+                return;
+            }
+            let connect = Duration::from_millis(self.inner.config.attempt_timeout_ms.min(1_000));
+            if let Ok(ch) = channel(addr, connect) {
+                eps.push((addr.to_string(), ch));
+                *preferred = eps.len() - 1;
+                return;
+            }
+        }
+        *preferred = (failed + 1) % eps.len();
+    }
+
+    /// Runs one RPC with leader discovery and bounded retries.
+    async fn call<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, ClientError>
+    where
+        Req: Clone,
+        F: Fn(InventoryServiceClient<Channel>, tonic::Request<Req>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    {
+        let cfg = &self.inner.config;
+        let started = Instant::now();
+        let total = Duration::from_millis(cfg.total_timeout_ms);
+        let mut backoff_ms = cfg.backoff_initial_ms;
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (idx, ch) = self.current();
+            let mut request = tonic::Request::new(req.clone());
+            let left = total.saturating_sub(started.elapsed());
+            request.set_timeout(
+                Duration::from_millis(cfg.attempt_timeout_ms)
+                    .min(left.max(Duration::from_millis(1))),
+            );
+            let status = match f(
+                InventoryServiceClient::new(ch).max_decoding_message_size(16 * 1024 * 1024),
+                request,
+            )
+            .await
+            {
+                Ok(resp) => return Ok(resp.into_inner()),
+                Err(status) => status,
+            };
+            if !error::retryable(&status) {
+                return Err(ClientError::from_status(&status));
+            }
+            let hint = status
+                .metadata()
+                .get(LEADER_ADDR_KEY)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            tracing::debug!(attempt = attempts, code = ?status.code(), message = status.message(), ?hint, "retrying");
+            let followed_hint = hint.is_some();
+            self.redirect(idx, hint.as_deref());
+            if attempts >= cfg.max_attempts || started.elapsed() >= total {
+                return Err(ClientError::Unavailable {
+                    attempts,
+                    last: format!("{:?}: {}", status.code(), status.message()),
+                });
+            }
+            if !followed_hint {
+                tokio::time::sleep(
+                    Duration::from_millis(backoff_ms).min(total.saturating_sub(started.elapsed())),
+                )
+                .await;
+                backoff_ms = (backoff_ms * 2).min(cfg.backoff_max_ms);
+            }
+        }
+    }
+
+    mutation!(create_item, pb::CreateItemRequest);
+    mutation!(update_item, pb::UpdateItemRequest);
+    mutation!(create_location, pb::CreateLocationRequest);
+    mutation!(receive, pb::ReceiveRequest);
+    mutation!(ship, pb::ShipRequest);
+    mutation!(adjust, pb::AdjustRequest);
+    mutation!(transfer, pb::TransferRequest);
+    mutation!(reserve, pb::ReserveRequest);
+    mutation!(commit_reservation, pb::CommitReservationRequest);
+    mutation!(release_reservation, pb::ReleaseReservationRequest);
+    mutation!(
+        /// Applies every operation or none.
+        batch,
+        pb::BatchRequest
+    );
+
+    read!(get_item, pb::GetItemRequest, pb::GetItemResponse);
+    read!(list_items, pb::ListItemsRequest, pb::ListItemsResponse);
+    read!(
+        list_locations,
+        pb::ListLocationsRequest,
+        pb::ListLocationsResponse
+    );
+    read!(get_stock, pb::GetStockRequest, pb::GetStockResponse);
+    read!(
+        get_reservation,
+        pb::GetReservationRequest,
+        pb::GetReservationResponse
+    );
+    read!(
+        list_movements,
+        pb::ListMovementsRequest,
+        pb::ListMovementsResponse
+    );
+
+    /// The status of the node at `endpoint` specifically (no retries, no redirection).
+    pub async fn node_status(&self, endpoint: &str) -> Result<pb::NodeStatusResponse, ClientError> {
+        let ch = channel(
+            endpoint,
+            Duration::from_millis(self.inner.config.attempt_timeout_ms.min(1_000)),
+        )?;
+        let mut req = tonic::Request::new(pb::NodeStatusRequest {});
+        req.set_timeout(Duration::from_millis(self.inner.config.attempt_timeout_ms));
+        InventoryServiceClient::new(ch)
+            .node_status(req)
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|s| match s.code() {
+                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => {
+                    ClientError::Unavailable {
+                        attempts: 1,
+                        last: s.message().to_string(),
+                    }
+                }
+                _ => ClientError::from_status(&s),
+            })
+    }
+
+    /// Movements from `from_revision` on, then live, as a stream that reconnects (to any
+    /// endpoint) and resumes without gaps or repeats. Ends with an error only after
+    /// `max_attempts` consecutive failed connections.
+    pub fn watch(
+        &self,
+        from_revision: u64,
+        item: &str,
+        location: &str,
+    ) -> impl tokio_stream::Stream<Item = Result<pb::Movement, ClientError>> + Send + 'static {
+        watch::spawn(
+            self.clone(),
+            pb::WatchMovementsRequest {
+                from_revision,
+                item: item.into(),
+                location: location.into(),
+            },
+        )
+    }
+
+    pub(crate) fn channel_at(&self, i: usize) -> Channel {
+        let eps = self
+            .inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        eps[i % eps.len()].1.clone()
+    }
+
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.inner
+            .endpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+}

@@ -325,6 +325,11 @@ impl Op {
     }
 }
 
+/// Checks several `(field, id)` pairs, reporting the first bad one.
+pub fn check_ids(ids: &[(&str, &str)]) -> Result<(), DomainError> {
+    ids.iter().try_for_each(|(field, id)| check_id(field, id))
+}
+
 /// Ids: 1..=MAX_ID_BYTES of ASCII letters, digits and `-_.:/@`, so they are safe in keys,
 /// URLs and logs.
 pub fn check_id(field: &str, id: &str) -> Result<(), DomainError> {

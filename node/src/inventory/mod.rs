@@ -15,7 +15,7 @@ pub mod state;
 #[cfg(test)]
 mod tests;
 
-pub use command::{Command, Condition, Op};
+pub use command::{check_ids, Command, Condition, Op};
 pub use error::{DomainError, ErrorClass};
 pub use model::*;
 pub use state::{Applied, ApplyCtx, IdempotencyKey, Inventory, Key, Record};

@@ -154,8 +154,9 @@ impl Inventory {
     /// Rebuilds a state from its records (storage or snapshot), checking the invariants
     /// rather than trusting the source.
     pub fn from_records(records: impl IntoIterator<Item = Record>) -> Result<Self, String> {
+        // Start from genesis: the built-in virtual locations are part of every state and
+        // are only written to storage if a snapshot carried them.
         let mut inv = Inventory::genesis();
-        inv.locations.clear();
         for record in records {
             match record {
                 Record::Item(i) => {

@@ -1,0 +1,282 @@
+//! Node configuration: command-line flags, each with an environment variable, over an
+//! optional TOML file, over defaults. Validated once at start, with errors that name the
+//! setting.
+
+use crate::raft::{NodeId, NodeInfo};
+use clap::Parser;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Parser, Default)]
+#[command(name = "laundry-node", version, about = "Laundry List store node")]
+pub struct Args {
+    /// This node's id: a positive integer, unique in the cluster.
+    #[arg(long, env = "LAUNDRY_NODE_ID")]
+    pub id: Option<u64>,
+    /// Directory for the Raft log, state and snapshots.
+    #[arg(long, env = "LAUNDRY_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Listen address of the public gRPC API.
+    #[arg(long, env = "LAUNDRY_CLIENT_ADDR")]
+    pub client_addr: Option<SocketAddr>,
+    /// Listen address of the Raft transport.
+    #[arg(long, env = "LAUNDRY_PEER_ADDR")]
+    pub peer_addr: Option<SocketAddr>,
+    /// Client address other nodes and clients should use (default: --client-addr).
+    #[arg(long, env = "LAUNDRY_ADVERTISE_CLIENT_ADDR")]
+    pub advertise_client_addr: Option<String>,
+    /// Peer address other nodes should use (default: --peer-addr).
+    #[arg(long, env = "LAUNDRY_ADVERTISE_PEER_ADDR")]
+    pub advertise_peer_addr: Option<String>,
+    /// Members of a new cluster: `ID=PEER_ADDR/CLIENT_ADDR,...`. The lowest id bootstraps
+    /// the cluster unless a member already holds Raft state.
+    #[arg(long, env = "LAUNDRY_INITIAL_MEMBERS")]
+    pub initial_members: Option<String>,
+    /// Build a snapshot (and compact the log) after this many entries.
+    #[arg(long, env = "LAUNDRY_SNAPSHOT_LOGS")]
+    pub snapshot_logs: Option<u64>,
+    /// Entries kept in the log behind a snapshot, for slightly lagging followers.
+    #[arg(long, env = "LAUNDRY_KEEP_LOGS")]
+    pub keep_logs: Option<u64>,
+    #[arg(long, env = "LAUNDRY_HEARTBEAT_MS")]
+    pub heartbeat_ms: Option<u64>,
+    #[arg(long, env = "LAUNDRY_ELECTION_MIN_MS")]
+    pub election_min_ms: Option<u64>,
+    #[arg(long, env = "LAUNDRY_ELECTION_MAX_MS")]
+    pub election_max_ms: Option<u64>,
+    /// TOML file with any of the settings above (snake_case keys); flags and env win.
+    #[arg(long, env = "LAUNDRY_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The settings a TOML file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    id: Option<u64>,
+    data_dir: Option<PathBuf>,
+    client_addr: Option<SocketAddr>,
+    peer_addr: Option<SocketAddr>,
+    advertise_client_addr: Option<String>,
+    advertise_peer_addr: Option<String>,
+    initial_members: Option<String>,
+    snapshot_logs: Option<u64>,
+    keep_logs: Option<u64>,
+    heartbeat_ms: Option<u64>,
+    election_min_ms: Option<u64>,
+    election_max_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub data_dir: PathBuf,
+    pub client_addr: SocketAddr,
+    pub peer_addr: SocketAddr,
+    pub advertise: NodeInfo,
+    pub initial_members: BTreeMap<NodeId, NodeInfo>,
+    pub snapshot_logs: u64,
+    pub keep_logs: u64,
+    pub heartbeat_ms: u64,
+    pub election_min_ms: u64,
+    pub election_max_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid setting {setting}: {reason}")]
+    Invalid {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+impl NodeConfig {
+    pub fn from_args(args: Args) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let id = args
+            .id
+            .or(file.id)
+            .ok_or_else(|| invalid("id", "required (--id or LAUNDRY_NODE_ID)"))?;
+        if id == 0 {
+            return Err(invalid("id", "must be > 0"));
+        }
+        let client_addr = args
+            .client_addr
+            .or(file.client_addr)
+            .unwrap_or_else(|| ([127, 0, 0, 1], 7400).into());
+        let peer_addr = args
+            .peer_addr
+            .or(file.peer_addr)
+            .unwrap_or_else(|| ([127, 0, 0, 1], 7500).into());
+        if client_addr == peer_addr {
+            return Err(invalid("peer_addr", "must differ from client_addr"));
+        }
+        let advertise = NodeInfo {
+            peer_addr: args
+                .advertise_peer_addr
+                .or(file.advertise_peer_addr)
+                .unwrap_or_else(|| peer_addr.to_string()),
+            client_addr: args
+                .advertise_client_addr
+                .or(file.advertise_client_addr)
+                .unwrap_or_else(|| client_addr.to_string()),
+        };
+        let initial_members = match args.initial_members.or(file.initial_members) {
+            Some(s) if !s.trim().is_empty() => parse_members(&s)?,
+            _ => BTreeMap::new(),
+        };
+        if !initial_members.is_empty() && !initial_members.contains_key(&id) {
+            return Err(invalid(
+                "initial_members",
+                format!("does not include this node's id {id}"),
+            ));
+        }
+        let cfg = NodeConfig {
+            id,
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(format!("laundry-data/node-{id}"))),
+            client_addr,
+            peer_addr,
+            advertise,
+            initial_members,
+            snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
+            keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
+            election_min_ms: args.election_min_ms.or(file.election_min_ms).unwrap_or(500),
+            election_max_ms: args
+                .election_max_ms
+                .or(file.election_max_ms)
+                .unwrap_or(1_000),
+        };
+        if cfg.snapshot_logs == 0 {
+            return Err(invalid("snapshot_logs", "must be > 0"));
+        }
+        if !(cfg.heartbeat_ms > 0
+            && cfg.heartbeat_ms < cfg.election_min_ms
+            && cfg.election_min_ms < cfg.election_max_ms)
+        {
+            return Err(invalid(
+                "heartbeat_ms",
+                "need 0 < heartbeat_ms < election_min_ms < election_max_ms",
+            ));
+        }
+        Ok(cfg)
+    }
+}
+
+/// Parses `1=127.0.0.1:7501/127.0.0.1:7401,2=...`.
+pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeInfo>, ConfigError> {
+    let mut out = BTreeMap::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| {
+            invalid(
+                "initial_members",
+                format!("{part:?}: {why}; expected ID=PEER_ADDR/CLIENT_ADDR"),
+            )
+        };
+        let (id, addrs) = part.split_once('=').ok_or_else(|| bad("missing '='"))?;
+        let id: NodeId = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("id is not a positive integer"))?;
+        if id == 0 {
+            return Err(bad("id must be > 0"));
+        }
+        let (peer, client) = addrs.split_once('/').ok_or_else(|| bad("missing '/'"))?;
+        if peer.is_empty() || client.is_empty() {
+            return Err(bad("empty address"));
+        }
+        if out
+            .insert(
+                id,
+                NodeInfo {
+                    peer_addr: peer.to_string(),
+                    client_addr: client.to_string(),
+                },
+            )
+            .is_some()
+        {
+            return Err(bad("duplicate id"));
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_parse_and_errors_name_the_part() {
+        let m = parse_members("1=127.0.0.1:7501/127.0.0.1:7401, 2=h2:7502/h2:7402").unwrap();
+        assert_eq!(
+            m[&2],
+            NodeInfo {
+                peer_addr: "h2:7502".into(),
+                client_addr: "h2:7402".into()
+            }
+        );
+        for bad in ["1", "x=a/b", "0=a/b", "1=a", "1=a/b,1=c/d", "1=/b"] {
+            let err = parse_members(bad).unwrap_err().to_string();
+            assert!(err.contains("initial_members"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_override_file_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "id = 3\nsnapshot_logs = 50\nclient_addr = \"127.0.0.1:9000\"\n",
+        )
+        .unwrap();
+        let args = Args {
+            config: Some(path.clone()),
+            snapshot_logs: Some(70),
+            ..Default::default()
+        };
+        let cfg = NodeConfig::from_args(args).unwrap();
+        assert_eq!(
+            (cfg.id, cfg.snapshot_logs, cfg.client_addr.port()),
+            (3, 70, 9000)
+        );
+        std::fs::write(&path, "id = 3\nbogus = 1\n").unwrap();
+        let err = NodeConfig::from_args(Args {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("bogus"), "{err}");
+        assert!(NodeConfig::from_args(Args::default())
+            .unwrap_err()
+            .to_string()
+            .contains("id"));
+    }
+}

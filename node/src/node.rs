@@ -1,0 +1,204 @@
+//! Assembles a store node: opens storage, starts Raft, serves the client and peer ports,
+//! bootstraps a new cluster when asked to, and proposes reservation expiry while leading.
+
+use crate::config::NodeConfig;
+use crate::raft::log_store::LogStore;
+use crate::raft::network::{peer_channel, NetworkFactory};
+use crate::raft::state_machine::StateMachine;
+use crate::raft::{NodeId, Raft};
+use crate::server::inventory::{propose_expiry, InventoryApi};
+use crate::server::peer::PeerApi;
+use crate::storage::SledEngine;
+use anyhow::Context;
+use laundry_proto::raft::raft_service_client::RaftServiceClient;
+use laundry_proto::raft::raft_service_server::RaftServiceServer;
+use laundry_proto::raft::PeerStatusRequest;
+use laundry_proto::v1::inventory_service_server::InventoryServiceServer;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Largest gRPC message accepted: snapshots travel in chunks well below this.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// How often the leader checks for reservations past their deadline.
+const EXPIRY_TICK_MS: u64 = 250;
+
+/// Runs the node until `shutdown` completes.
+pub async fn run(
+    cfg: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("create data dir {}", cfg.data_dir.display()))?;
+    let engine = Arc::new(
+        SledEngine::open(&cfg.data_dir.join("db"))
+            .with_context(|| format!("open storage in {}", cfg.data_dir.display()))?,
+    );
+    let sm = StateMachine::open(engine.clone(), &cfg.data_dir)
+        .await
+        .context("open state machine")?;
+    let log = LogStore::new(engine.clone());
+    let raft_config = openraft::Config {
+        cluster_name: "laundry-list".into(),
+        heartbeat_interval: cfg.heartbeat_ms,
+        election_timeout_min: cfg.election_min_ms,
+        election_timeout_max: cfg.election_max_ms,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_logs),
+        max_in_snapshot_log_to_keep: cfg.keep_logs,
+        install_snapshot_timeout: 10_000,
+        ..Default::default()
+    }
+    .validate()
+    .context("raft config")?;
+    let raft = Raft::new(
+        cfg.id,
+        Arc::new(raft_config),
+        NetworkFactory,
+        log,
+        sm.clone(),
+    )
+    .await
+    .context("start raft")?;
+
+    // Bind both ports before reporting ready, so a taken port fails the start loudly.
+    let peer_listener = tokio::net::TcpListener::bind(cfg.peer_addr)
+        .await
+        .with_context(|| format!("bind peer port {}", cfg.peer_addr))?;
+    let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
+        .await
+        .with_context(|| format!("bind client port {}", cfg.client_addr))?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    let peer = RaftServiceServer::new(PeerApi {
+        node_id: cfg.id,
+        raft: raft.clone(),
+    })
+    .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let peer_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(peer)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(peer_listener),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<InventoryServiceServer<InventoryApi<SledEngine>>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(laundry_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("reflection service")?;
+    let api = Arc::new(InventoryApi {
+        node_id: cfg.id,
+        raft: raft.clone(),
+        sm: sm.clone(),
+    });
+    let client_server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(InventoryServiceServer::from_arc(api.clone()))
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(client_listener),
+                stopped(stop_rx.clone()),
+            ),
+    );
+
+    if !cfg.initial_members.is_empty() {
+        bootstrap(&raft, &cfg).await?;
+    }
+
+    let expiry = {
+        let api = api.clone();
+        let stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(EXPIRY_TICK_MS));
+            while !*stop.borrow() {
+                tick.tick().await;
+                propose_expiry(&api).await;
+            }
+        })
+    };
+
+    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "node ready");
+    // A Raft core that stopped (storage error, bug) cannot serve again: exit non-zero so the
+    // supervisor restarts the process, instead of lingering as a node that answers nothing.
+    let mut metrics = raft.metrics();
+    let fatal = async move {
+        loop {
+            if let Err(e) = &metrics.borrow().running_state {
+                return e.to_string();
+            }
+            if metrics.changed().await.is_err() {
+                return "raft metrics closed".to_string();
+            }
+        }
+    };
+    let failure = tokio::select! {
+        _ = shutdown => None,
+        reason = fatal => Some(reason),
+    };
+    tracing::info!(id = cfg.id, ?failure, "shutting down");
+    let _ = stop_tx.send(true);
+    let _ = raft.shutdown().await;
+    expiry.abort();
+    let _ = peer_server.await;
+    let _ = client_server.await;
+    // Best effort: every acknowledged write was already fsynced by the log store.
+    let _ = crate::storage::Engine::flush(engine.as_ref()).await;
+    match failure {
+        None => Ok(()),
+        Some(reason) => Err(anyhow::anyhow!("raft stopped: {reason}")),
+    }
+}
+
+/// Initializes a new cluster from `initial_members` on the member with the lowest id, unless
+/// this node already holds Raft state or any peer reports that it does (the cluster exists;
+/// this node was wiped or replaced and will be caught up by the leader instead).
+async fn bootstrap(raft: &Raft, cfg: &NodeConfig) -> anyhow::Result<()> {
+    if raft.is_initialized().await? {
+        return Ok(());
+    }
+    let lowest: NodeId = *cfg
+        .initial_members
+        .keys()
+        .next()
+        .expect("non-empty members");
+    if lowest != cfg.id {
+        tracing::info!(
+            bootstrapper = lowest,
+            "waiting for the cluster to be bootstrapped"
+        );
+        return Ok(());
+    }
+    for (id, node) in cfg.initial_members.iter().filter(|(id, _)| **id != cfg.id) {
+        let Ok(channel) = peer_channel(&node.peer_addr) else {
+            continue;
+        };
+        let mut client = RaftServiceClient::new(channel);
+        let mut req = tonic::Request::new(PeerStatusRequest {});
+        req.set_timeout(Duration::from_millis(1_000));
+        if let Ok(status) = client.peer_status(req).await {
+            if status.into_inner().initialized {
+                tracing::warn!(peer = id, "a peer already holds cluster state; not bootstrapping, waiting to be caught up");
+                return Ok(());
+            }
+        }
+    }
+    match raft.initialize(cfg.initial_members.clone()).await {
+        Ok(()) => {
+            tracing::info!(members = ?cfg.initial_members.keys().collect::<Vec<_>>(), "bootstrapped a new cluster")
+        }
+        Err(e) => tracing::warn!(error = %e, "bootstrap skipped"),
+    }
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! The public `InventoryService`. Writes are validated, stamped with this node's clock (it
+//! is the leader if the write is accepted) and proposed through Raft; the response is what
+//! the state machine returned on apply. Reads are linearizable (read index) unless the
+//! caller asks for stale. A follower answers writes and linearizable reads with
+//! UNAVAILABLE and a leader hint.
+
+use super::convert;
+use super::status::{self, invalid};
+use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
+use crate::raft::state_machine::{StateMachine, WatchEvent};
+use crate::raft::{Raft, Request, Response};
+use crate::storage::Engine;
+use laundry_proto::v1 as pb;
+use laundry_proto::v1::inventory_service_server::InventoryService;
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use std::pin::Pin;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_stream::Stream;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+/// Most movements a watcher may have queued before the stream applies back-pressure.
+const WATCH_STREAM_DEPTH: usize = 256;
+/// Most ledger entries one list or catch-up call examines.
+const MOVEMENT_SCAN_BUDGET: usize = 10_000;
+
+pub struct InventoryApi<E: Engine> {
+    pub node_id: u64,
+    pub raft: Raft,
+    pub sm: StateMachine<E>,
+}
+
+type WriteResult = Result<GrpcResponse<pb::WriteResponse>, Status>;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// FNV-1a over the command's canonical JSON: a key reused for a different command is told
+/// apart from a retry. Maps are BTreeMaps, so the encoding is deterministic.
+fn fingerprint(cmd: &Command) -> u64 {
+    let bytes = serde_json::to_vec(cmd).unwrap_or_default();
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+impl<E: Engine> InventoryApi<E> {
+    async fn propose(
+        &self,
+        mut command: Command,
+        options: Option<pb::WriteOptions>,
+    ) -> WriteResult {
+        let options = options.unwrap_or_default();
+        command
+            .conditions
+            .extend(convert::conditions(&options.conditions)?);
+        command.validate().map_err(status::domain)?;
+        let idempotency = if options.idempotency_key.is_empty() {
+            None
+        } else {
+            inv::command::check_id("idempotency_key", &options.idempotency_key)
+                .map_err(status::domain)?;
+            Some(IdempotencyKey {
+                key: options.idempotency_key,
+                fingerprint: fingerprint(&command),
+            })
+        };
+        self.submit(Request {
+            command,
+            time_ms: now_ms(),
+            idempotency,
+        })
+        .await
+    }
+
+    async fn submit(&self, request: Request) -> WriteResult {
+        match self.raft.client_write(request).await {
+            Ok(resp) => match resp.data {
+                Response::Applied(Ok(outcome)) => {
+                    Ok(GrpcResponse::new(convert::write_response(outcome)))
+                }
+                Response::Applied(Err(e)) => Err(status::domain(e)),
+                Response::None => Err(Status::internal("entry applied without a result")),
+            },
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(status::not_leader(f.leader_id, f.leader_node))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("node stopped: {e}"))),
+        }
+    }
+
+    async fn single(&self, op: Op, options: Option<pb::WriteOptions>) -> WriteResult {
+        self.propose(Command::single(op), options).await
+    }
+
+    /// Waits until this node may serve a read at the requested consistency.
+    async fn read_barrier(&self, read: Option<pb::ReadOptions>) -> Result<(), Status> {
+        let consistency = read.map(|r| r.consistency).unwrap_or(0);
+        match pb::Consistency::try_from(consistency) {
+            Ok(pb::Consistency::Stale) => Ok(()),
+            Ok(pb::Consistency::Linearizable) => match self.raft.ensure_linearizable().await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                    Err(status::not_leader(f.leader_id, f.leader_node))
+                }
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
+                    Status::unavailable(format!("cannot confirm leadership: {e}")),
+                ),
+                Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("node stopped: {e}"))),
+            },
+            Err(_) => Err(invalid(
+                "read.consistency",
+                format!("unknown value {consistency}"),
+            )),
+        }
+    }
+
+    fn header(&self) -> pb::ReadHeader {
+        let applied = self.sm.read().last_applied.map(|l| l.index).unwrap_or(0);
+        pb::ReadHeader {
+            node_id: self.node_id,
+            applied_index: applied,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<E: Engine> InventoryService for InventoryApi<E> {
+    async fn create_item(&self, r: GrpcRequest<pb::CreateItemRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::create_item(r), options).await
+    }
+
+    async fn update_item(&self, r: GrpcRequest<pb::UpdateItemRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let mut options = r.options.take().unwrap_or_default();
+        if r.expected_revision != 0 {
+            options.conditions.push(pb::Condition {
+                item: r.id.clone(),
+                location: String::new(),
+                expect: Some(pb::condition::Expect::ItemRevision(r.expected_revision)),
+            });
+        }
+        self.single(convert::update_item(r), Some(options)).await
+    }
+
+    async fn get_item(
+        &self,
+        r: GrpcRequest<pb::GetItemRequest>,
+    ) -> Result<GrpcResponse<pb::GetItemResponse>, Status> {
+        let r = r.into_inner();
+        check_ids(&[("id", &r.id)]).map_err(status::domain)?;
+        self.read_barrier(r.read).await?;
+        let header = self.header();
+        let st = self.sm.read();
+        let item = st
+            .inventory
+            .item(&r.id)
+            .ok_or_else(|| status::domain(inv::DomainError::ItemNotFound(r.id.clone())))?;
+        Ok(GrpcResponse::new(pb::GetItemResponse {
+            header: Some(header),
+            item: Some(convert::item(item)),
+        }))
+    }
+
+    async fn list_items(
+        &self,
+        r: GrpcRequest<pb::ListItemsRequest>,
+    ) -> Result<GrpcResponse<pb::ListItemsResponse>, Status> {
+        let r = r.into_inner();
+        self.read_barrier(r.read).await?;
+        let header = self.header();
+        let limit = convert::page_size(r.page_size);
+        let st = self.sm.read();
+        let items: Vec<pb::Item> = st
+            .inventory
+            .items_after(&r.page_token, limit)
+            .into_iter()
+            .map(convert::item)
+            .collect();
+        let next = if items.len() == limit {
+            items.last().map(|i| i.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(GrpcResponse::new(pb::ListItemsResponse {
+            header: Some(header),
+            items,
+            next_page_token: next,
+        }))
+    }
+
+    async fn create_location(&self, r: GrpcRequest<pb::CreateLocationRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::create_location(r)?, options).await
+    }
+
+    async fn list_locations(
+        &self,
+        r: GrpcRequest<pb::ListLocationsRequest>,
+    ) -> Result<GrpcResponse<pb::ListLocationsResponse>, Status> {
+        let r = r.into_inner();
+        self.read_barrier(r.read).await?;
+        let header = self.header();
+        let limit = convert::page_size(r.page_size);
+        let st = self.sm.read();
+        let locations: Vec<pb::Location> = st
+            .inventory
+            .locations_after(&r.page_token, limit)
+            .into_iter()
+            .map(convert::location)
+            .collect();
+        let next = if locations.len() == limit {
+            locations.last().map(|l| l.id.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(GrpcResponse::new(pb::ListLocationsResponse {
+            header: Some(header),
+            locations,
+            next_page_token: next,
+        }))
+    }
+
+    async fn receive(&self, r: GrpcRequest<pb::ReceiveRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::receive(r), options).await
+    }
+
+    async fn ship(&self, r: GrpcRequest<pb::ShipRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::ship(r), options).await
+    }
+
+    async fn adjust(&self, r: GrpcRequest<pb::AdjustRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::adjust(r), options).await
+    }
+
+    async fn transfer(&self, r: GrpcRequest<pb::TransferRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::transfer(r), options).await
+    }
+
+    async fn reserve(&self, r: GrpcRequest<pb::ReserveRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::reserve(r), options).await
+    }
+
+    async fn commit_reservation(
+        &self,
+        r: GrpcRequest<pb::CommitReservationRequest>,
+    ) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::commit(r), options).await
+    }
+
+    async fn release_reservation(
+        &self,
+        r: GrpcRequest<pb::ReleaseReservationRequest>,
+    ) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        self.single(convert::release(r), options).await
+    }
+
+    async fn get_reservation(
+        &self,
+        r: GrpcRequest<pb::GetReservationRequest>,
+    ) -> Result<GrpcResponse<pb::GetReservationResponse>, Status> {
+        let r = r.into_inner();
+        check_ids(&[("id", &r.id)]).map_err(status::domain)?;
+        self.read_barrier(r.read).await?;
+        let header = self.header();
+        let st = self.sm.read();
+        let res = st
+            .inventory
+            .reservation(&r.id)
+            .ok_or_else(|| status::domain(inv::DomainError::ReservationNotFound(r.id.clone())))?;
+        Ok(GrpcResponse::new(pb::GetReservationResponse {
+            header: Some(header),
+            reservation: Some(convert::reservation(res)),
+        }))
+    }
+
+    async fn batch(&self, r: GrpcRequest<pb::BatchRequest>) -> WriteResult {
+        let mut r = r.into_inner();
+        let options = r.options.take();
+        let command = convert::batch(r)?;
+        self.propose(command, options).await
+    }
+
+    async fn get_stock(
+        &self,
+        r: GrpcRequest<pb::GetStockRequest>,
+    ) -> Result<GrpcResponse<pb::GetStockResponse>, Status> {
+        let r = r.into_inner();
+        check_ids(&[("item", &r.item)]).map_err(status::domain)?;
+        if !r.location.is_empty() {
+            check_ids(&[("location", &r.location)]).map_err(status::domain)?;
+        }
+        self.read_barrier(r.read).await?;
+        let header = self.header();
+        let st = self.sm.read();
+        let item = st
+            .inventory
+            .item(&r.item)
+            .ok_or_else(|| status::domain(inv::DomainError::ItemNotFound(r.item.clone())))?;
+        let levels = if r.location.is_empty() {
+            st.inventory
+                .stock_of_item(&r.item)
+                .into_iter()
+                .map(|(loc, s)| convert::stock(&r.item, loc, s, item.low_stock_threshold))
+                .collect()
+        } else {
+            if st.inventory.location(&r.location).is_none() {
+                return Err(status::domain(inv::DomainError::LocationNotFound(
+                    r.location.clone(),
+                )));
+            }
+            vec![convert::stock(
+                &r.item,
+                &r.location,
+                st.inventory.stock(&r.item, &r.location),
+                item.low_stock_threshold,
+            )]
+        };
+        Ok(GrpcResponse::new(pb::GetStockResponse {
+            header: Some(header),
+            levels,
+        }))
+    }
+
+    async fn list_movements(
+        &self,
+        r: GrpcRequest<pb::ListMovementsRequest>,
+    ) -> Result<GrpcResponse<pb::ListMovementsResponse>, Status> {
+        let r = r.into_inner();
+        check_filters(&r.item, &r.location)?;
+        let from = convert::parse_cursor(&r.page_token)?.unwrap_or((r.from_revision, 0));
+        self.read_barrier(r.read).await?;
+        let header = self.header();
+        let (movements, next) = self
+            .sm
+            .movements(
+                from,
+                &r.item,
+                &r.location,
+                convert::page_size(r.page_size),
+                MOVEMENT_SCAN_BUDGET,
+            )
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(GrpcResponse::new(pb::ListMovementsResponse {
+            header: Some(header),
+            movements: movements.iter().map(convert::movement).collect(),
+            next_page_token: next.map(convert::format_cursor).unwrap_or_default(),
+        }))
+    }
+
+    type WatchMovementsStream = Pin<Box<dyn Stream<Item = Result<pb::Movement, Status>> + Send>>;
+
+    async fn watch_movements(
+        &self,
+        r: GrpcRequest<pb::WatchMovementsRequest>,
+    ) -> Result<GrpcResponse<Self::WatchMovementsStream>, Status> {
+        let r = r.into_inner();
+        check_filters(&r.item, &r.location)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(WATCH_STREAM_DEPTH);
+        let sm = self.sm.clone();
+        tokio::spawn(async move {
+            // Subscribe before reading storage: anything applied later is in `events`, and
+            // the cursor drops what the catch-up already sent.
+            let mut events = sm.subscribe();
+            let mut cursor = (r.from_revision, 0u32);
+            let matches = |m: &inv::Movement| {
+                (r.item.is_empty() || m.item == r.item)
+                    && (r.location.is_empty() || m.from == r.location || m.to == r.location)
+            };
+            loop {
+                // Catch up from storage in bounded pages.
+                loop {
+                    let page =
+                        sm.movements(cursor, &r.item, &r.location, 256, MOVEMENT_SCAN_BUDGET);
+                    let (ms, next) = match page {
+                        Ok(p) => p,
+                        Err(e) => {
+                            let _ = tx.send(Err(Status::internal(e.to_string()))).await;
+                            return;
+                        }
+                    };
+                    for m in &ms {
+                        if tx.send(Ok(convert::movement(m))).await.is_err() {
+                            return;
+                        }
+                        cursor = (m.revision, m.seq + 1);
+                    }
+                    match next {
+                        Some(n) => cursor = cursor.max(n),
+                        None => break,
+                    }
+                }
+                // Then follow live applies until we lag or a snapshot replaces the ledger.
+                loop {
+                    match events.recv().await {
+                        Ok(WatchEvent::Movements(ms)) => {
+                            for m in ms.iter() {
+                                if (m.revision, m.seq) < cursor {
+                                    continue;
+                                }
+                                if matches(m) && tx.send(Ok(convert::movement(m))).await.is_err() {
+                                    return;
+                                }
+                                cursor = (m.revision, m.seq + 1);
+                            }
+                        }
+                        Ok(WatchEvent::Reset) | Err(RecvError::Lagged(_)) => break,
+                        Err(RecvError::Closed) => return,
+                    }
+                }
+            }
+        });
+        Ok(GrpcResponse::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn node_status(
+        &self,
+        _r: GrpcRequest<pb::NodeStatusRequest>,
+    ) -> Result<GrpcResponse<pb::NodeStatusResponse>, Status> {
+        let m = self.raft.metrics().borrow().clone();
+        let (applied, digest) = self.sm.digest();
+        let membership = m.membership_config.membership();
+        let leader_addr = m
+            .current_leader
+            .and_then(|l| membership.get_node(&l).map(|n| n.client_addr.clone()))
+            .unwrap_or_default();
+        Ok(GrpcResponse::new(pb::NodeStatusResponse {
+            node_id: self.node_id,
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_addr,
+            term: m.current_term,
+            last_log_index: m.last_log_index.unwrap_or(0),
+            applied_index: applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index).unwrap_or(0),
+            purged_index: m.purged.map(|l| l.index).unwrap_or(0),
+            state_digest: digest,
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            role: format!("{:?}", m.state),
+        }))
+    }
+}
+
+fn check_filters(item: &str, location: &str) -> Result<(), Status> {
+    if !item.is_empty() {
+        check_ids(&[("item", item)]).map_err(status::domain)?;
+    }
+    if !location.is_empty() {
+        check_ids(&[("location", location)]).map_err(status::domain)?;
+    }
+    Ok(())
+}
+
+/// Proposes `ExpireDue` when this node leads and something is due. Runs on a timer.
+pub async fn propose_expiry<E: Engine>(api: &InventoryApi<E>) {
+    let now = now_ms();
+    if api.raft.current_leader().await != Some(api.node_id) || !api.sm.expiry_due(now) {
+        return;
+    }
+    let request = Request {
+        command: Command::single(Op::ExpireDue),
+        time_ms: now,
+        idempotency: None,
+    };
+    if let Err(e) = api.submit(request).await {
+        tracing::debug!(error = %e, "expiry proposal failed; will retry");
+    }
+}

@@ -1,0 +1,8 @@
+//! The node's gRPC services. `inventory` serves the public API on the client port; `peer`
+//! serves the Raft transport on the peer port. `convert` and `status` translate between
+//! the wire and the domain, so handlers stay short.
+
+pub mod convert;
+pub mod inventory;
+pub mod peer;
+pub mod status;

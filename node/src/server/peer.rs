@@ -1,0 +1,57 @@
+//! The Raft transport server on the peer port: decodes openraft messages, hands them to the
+//! local Raft, encodes the result. Undecodable input is INVALID_ARGUMENT, never a panic.
+
+use crate::raft::{codec, Raft};
+use laundry_proto::raft::raft_service_server::RaftService;
+use laundry_proto::raft::{PeerStatusRequest, PeerStatusResponse, RaftPayload};
+use tonic::{Request, Response, Status};
+
+pub struct PeerApi {
+    pub node_id: u64,
+    pub raft: Raft,
+}
+
+fn decode<T: serde::de::DeserializeOwned>(r: Request<RaftPayload>) -> Result<T, Status> {
+    codec::from_bytes(&r.into_inner().data).map_err(Status::invalid_argument)
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
+    let data = codec::to_bytes(v).map_err(Status::internal)?;
+    Ok(Response::new(RaftPayload { data }))
+}
+
+#[tonic::async_trait]
+impl RaftService for PeerApi {
+    async fn append_entries(
+        &self,
+        r: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        encode(&self.raft.append_entries(decode(r)?).await)
+    }
+
+    async fn vote(&self, r: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        encode(&self.raft.vote(decode(r)?).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        r: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        encode(&self.raft.install_snapshot(decode(r)?).await)
+    }
+
+    async fn peer_status(
+        &self,
+        _r: Request<PeerStatusRequest>,
+    ) -> Result<Response<PeerStatusResponse>, Status> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(PeerStatusResponse {
+            node_id: self.node_id,
+            initialized,
+        }))
+    }
+}

@@ -1,0 +1,38 @@
+//! Mapping of domain and Raft errors to gRPC statuses, including the leader hint a
+//! follower attaches so clients can go straight to the leader.
+
+use crate::inventory::{DomainError, ErrorClass};
+use crate::raft::{NodeId, NodeInfo};
+use laundry_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY};
+use tonic::{Code, Status};
+
+pub fn domain(e: DomainError) -> Status {
+    let code = match e.class() {
+        ErrorClass::InvalidArgument => Code::InvalidArgument,
+        ErrorClass::NotFound => Code::NotFound,
+        ErrorClass::AlreadyExists => Code::AlreadyExists,
+        ErrorClass::FailedPrecondition => Code::FailedPrecondition,
+        ErrorClass::ResourceExhausted => Code::ResourceExhausted,
+    };
+    Status::new(code, e.to_string())
+}
+
+/// UNAVAILABLE with the leader's id and client address when known.
+pub fn not_leader(leader_id: Option<NodeId>, leader: Option<NodeInfo>) -> Status {
+    let msg = match (&leader_id, &leader) {
+        (Some(id), Some(n)) => format!("not the leader; leader is node {id} at {}", n.client_addr),
+        _ => "not the leader; no leader known yet (election in progress?)".to_string(),
+    };
+    let mut status = Status::unavailable(msg);
+    if let (Some(id), Some(n)) = (leader_id, leader) {
+        if let (Ok(id), Ok(addr)) = (id.to_string().parse(), n.client_addr.parse()) {
+            status.metadata_mut().insert(LEADER_ID_KEY, id);
+            status.metadata_mut().insert(LEADER_ADDR_KEY, addr);
+        }
+    }
+    status
+}
+
+pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(format!("invalid {field}: {reason}"))
+}

@@ -1,0 +1,260 @@
+//! Test harness: real `laundry-node` processes on loopback, each with its own data dir and
+//! log file. Nodes are killed with SIGKILL (`Child::kill`), never asked nicely, unless a
+//! test says otherwise. Every wait is bounded and fails with what it was waiting for.
+
+#![allow(dead_code)]
+
+use laundry_client::{pb, Client, ClientConfig};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Cluster tests share two cores: run them one at a time so elections are not starved.
+pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub struct TestNode {
+    pub id: u64,
+    pub client_addr: String,
+    pub peer_addr: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+pub struct TestCluster {
+    pub nodes: Vec<TestNode>,
+    dir: tempfile::TempDir,
+    extra_args: Vec<String>,
+    members: String,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl TestCluster {
+    pub fn start(n: u64, extra_args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let nodes: Vec<TestNode> = (1..=n)
+            .map(|id| TestNode {
+                id,
+                client_addr: format!("127.0.0.1:{}", free_port()),
+                peer_addr: format!("127.0.0.1:{}", free_port()),
+                data_dir: dir.path().join(format!("node-{id}")),
+                child: None,
+            })
+            .collect();
+        let members = nodes
+            .iter()
+            .map(|n| format!("{}={}/{}", n.id, n.peer_addr, n.client_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = TestCluster {
+            nodes,
+            dir,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            members,
+        };
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    pub fn spawn(&mut self, i: usize) {
+        assert!(
+            self.nodes[i].child.is_none(),
+            "node {} already running",
+            self.nodes[i].id
+        );
+        let log = self
+            .dir
+            .path()
+            .join(format!("node-{}.log", self.nodes[i].id));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let n = &self.nodes[i];
+        let child = Command::new(env!("CARGO_BIN_EXE_laundry-node"))
+            .args(["--id", &n.id.to_string()])
+            .args(["--data-dir", n.data_dir.to_str().unwrap()])
+            .args(["--client-addr", &n.client_addr, "--peer-addr", &n.peer_addr])
+            .args(["--initial-members", &self.members])
+            .args([
+                "--heartbeat-ms",
+                "50",
+                "--election-min-ms",
+                "300",
+                "--election-max-ms",
+                "600",
+            ])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info,openraft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn laundry-node");
+        self.nodes[i].child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown path runs, exactly like a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.nodes[i].child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn wipe(&mut self, i: usize) {
+        assert!(self.nodes[i].child.is_none());
+        std::fs::remove_dir_all(&self.nodes[i].data_dir).unwrap();
+    }
+
+    pub fn index_of(&self, id: u64) -> usize {
+        self.nodes.iter().position(|n| n.id == id).unwrap()
+    }
+
+    pub fn running(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].child.is_some())
+            .collect()
+    }
+
+    /// A client over every node, in node order (so it usually starts at a follower).
+    pub fn client(&self) -> Client {
+        let eps: Vec<String> = self.nodes.iter().map(|n| n.client_addr.clone()).collect();
+        Client::new(&eps, ClientConfig::default()).unwrap()
+    }
+
+    /// A client bound to one node, for stale reads of that replica.
+    pub fn client_of(&self, i: usize) -> Client {
+        let cfg = ClientConfig {
+            max_attempts: 1,
+            ..ClientConfig::default()
+        };
+        Client::new(&[self.nodes[i].client_addr.clone()], cfg).unwrap()
+    }
+
+    pub async fn status(&self, i: usize) -> Option<pb::NodeStatusResponse> {
+        self.client_of(i)
+            .node_status(&self.nodes[i].client_addr)
+            .await
+            .ok()
+    }
+
+    /// Waits until every running node names the same leader, which is itself running.
+    pub async fn wait_leader(&self, timeout: Duration) -> u64 {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut leaders = Vec::new();
+            for i in self.running() {
+                leaders.push(self.status(i).await.map(|s| s.leader_id).unwrap_or(0));
+            }
+            let l = leaders[0];
+            if l != 0
+                && leaders.iter().all(|x| *x == l)
+                && self.running().contains(&self.index_of(l))
+            {
+                return l;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no agreed leader within {timeout:?}: {leaders:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until every running node has applied the same index with the same state
+    /// digest, and returns that status.
+    pub async fn wait_converged(&self, timeout: Duration) -> Vec<pb::NodeStatusResponse> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = Vec::new();
+            for i in self.running() {
+                if let Some(s) = self.status(i).await {
+                    all.push(s);
+                }
+            }
+            if all.len() == self.running().len()
+                && all.iter().all(|s| {
+                    s.applied_index == all[0].applied_index && s.state_digest == all[0].state_digest
+                })
+                && all[0].applied_index > 0
+            {
+                return all;
+            }
+            let view: Vec<_> = all
+                .iter()
+                .map(|s| (s.node_id, s.applied_index, s.state_digest))
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "replicas did not converge within {timeout:?}: {view:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        for i in 0..self.nodes.len() {
+            self.kill(i);
+        }
+        if std::thread::panicking() {
+            // Keep the logs of a failed test where a human can read them.
+            let keep = std::env::temp_dir().join(format!("laundry-failed-{}", std::process::id()));
+            let _ = std::fs::rename(self.dir.path(), &keep);
+            eprintln!("node logs kept in {}", keep.display());
+        }
+    }
+}
+
+pub fn item(id: &str) -> pb::CreateItemRequest {
+    pb::CreateItemRequest {
+        id: id.into(),
+        name: format!("Item {id}"),
+        unit: "each".into(),
+        ..Default::default()
+    }
+}
+
+pub fn warehouse(id: &str) -> pb::CreateLocationRequest {
+    pb::CreateLocationRequest {
+        id: id.into(),
+        name: id.into(),
+        kind: pb::LocationKind::Warehouse as i32,
+        ..Default::default()
+    }
+}
+
+pub fn receive(item: &str, loc: &str, q: i64) -> pb::ReceiveRequest {
+    pb::ReceiveRequest {
+        item: item.into(),
+        location: loc.into(),
+        quantity: q,
+        ..Default::default()
+    }
+}
+
+pub async fn on_hand(c: &Client, item: &str, loc: &str, stale: bool) -> i64 {
+    let read = stale.then_some(pb::ReadOptions {
+        consistency: pb::Consistency::Stale as i32,
+    });
+    let r = c
+        .get_stock(pb::GetStockRequest {
+            item: item.into(),
+            location: loc.into(),
+            read,
+        })
+        .await
+        .unwrap();
+    r.levels[0].on_hand
+}
