@@ -2,6 +2,9 @@
 //! log id and the last purged log id under `m/…`. `append` and `save_vote` return only
 //! after an fsync, so an acknowledged entry and a granted vote survive `kill -9`.
 
+// openraft's StorageError is large, and it is the error type these trait methods must return.
+#![allow(clippy::result_large_err)]
+
 use super::{sto_err, LogId, NodeId, StorageError, TypeConfig};
 use crate::storage::{frame, keys, Batch, Engine};
 use openraft::storage::{LogFlushed, RaftLogStorage};

@@ -29,6 +29,9 @@ const REWRITE_CHUNK: usize = 4096;
 /// ledger from storage instead of holding memory.
 pub const WATCH_QUEUE_DEPTH: usize = 1024;
 
+/// A page of movements and the `(revision, seq)` to continue from, if any.
+pub type MovementPage = (Vec<Movement>, Option<(u64, u32)>);
+
 /// What the state machine tells watchers.
 #[derive(Debug, Clone)]
 pub enum WatchEvent {
@@ -156,7 +159,7 @@ impl<E: Engine> StateMachine<E> {
         location: &str,
         limit: usize,
         scan_budget: usize,
-    ) -> Result<(Vec<Movement>, Option<(u64, u32)>), StoreError> {
+    ) -> Result<MovementPage, StoreError> {
         let mut out = Vec::new();
         let mut start = keys::movement(from.0, from.1);
         let mut scanned = 0;

@@ -324,7 +324,9 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
             st.inventory
                 .stock_of_item(&r.item)
                 .into_iter()
-                .map(|(loc, s)| convert::stock(&r.item, loc, s, item.low_stock_threshold))
+                .map(|(loc, s)| {
+                    convert::stock(&r.item, loc, s, threshold_at(&st.inventory, item, loc))
+                })
                 .collect()
         } else {
             if st.inventory.location(&r.location).is_none() {
@@ -336,7 +338,7 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
                 &r.item,
                 &r.location,
                 st.inventory.stock(&r.item, &r.location),
-                item.low_stock_threshold,
+                threshold_at(&st.inventory, item, &r.location),
             )]
         };
         Ok(GrpcResponse::new(pb::GetStockResponse {
@@ -463,6 +465,15 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
             learners: membership.learner_ids().collect(),
             role: format!("{:?}", m.state),
         }))
+    }
+}
+
+/// The item's low-stock threshold where it means something: real locations only (a
+/// supplier's balance is negative by design).
+fn threshold_at(inventory: &inv::Inventory, item: &inv::Item, location: &str) -> i64 {
+    match inventory.location(location) {
+        Some(l) if !l.kind.is_virtual() => item.low_stock_threshold,
+        _ => 0,
     }
 }
 

@@ -28,6 +28,9 @@ pub enum StoreError {
     },
 }
 
+/// One stored key and its value.
+pub type KvPair = (Vec<u8>, Vec<u8>);
+
 /// Writes applied atomically by [`Engine::write`]: all or none survive a crash.
 #[derive(Debug, Default)]
 pub struct Batch {
@@ -51,14 +54,9 @@ impl Batch {
 pub trait Engine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Pairs with `start <= key < end`, in key order, at most `limit`.
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, StoreError>;
     /// The greatest pair with `start <= key < end`.
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<KvPair>, StoreError>;
     fn write(&self, batch: Batch) -> Result<(), StoreError>;
     /// Deletes every key in `[start, end)`, in bounded batches.
     fn delete_range(&self, start: &[u8], end: &[u8]) -> Result<(), StoreError> {

@@ -1,6 +1,6 @@
 //! [`Engine`] on sled 0.34: one tree, atomic batches, `flush_async` for fsync.
 
-use super::{Batch, Engine, StoreError};
+use super::{Batch, Engine, KvPair, StoreError};
 use std::path::Path;
 
 #[derive(Clone)]
@@ -32,12 +32,7 @@ impl Engine for SledEngine {
         Ok(self.tree.get(key).map_err(err)?.map(|v| v.to_vec()))
     }
 
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, StoreError> {
         let mut out = Vec::new();
         for kv in self.tree.range(start..end).take(limit) {
             let (k, v) = kv.map_err(err)?;
@@ -46,7 +41,7 @@ impl Engine for SledEngine {
         Ok(out)
     }
 
-    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<KvPair>, StoreError> {
         match self.tree.range(start..end).next_back() {
             Some(kv) => {
                 let (k, v) = kv.map_err(err)?;

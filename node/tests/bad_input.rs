@@ -1,0 +1,214 @@
+//! Every bad input named in the brief gets its precise gRPC status and changes nothing:
+//! after all of them, every replica's state digest is what it was before.
+
+mod common;
+
+use common::*;
+use laundry_client::{pb, ClientError};
+use laundry_proto::v1::inventory_service_client::InventoryServiceClient;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tonic::Code;
+
+fn code(r: Result<pb::WriteResponse, ClientError>) -> Code {
+    match r {
+        Ok(w) => panic!("accepted: {w:?}"),
+        Err(e) => e.code(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_gets_a_precise_status_and_changes_nothing() {
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start(3, &[]);
+    let leader = cluster.wait_leader(Duration::from_secs(15)).await;
+    let c = cluster.client();
+    c.create_item(item("sku")).await.unwrap();
+    c.create_location(warehouse("w1")).await.unwrap();
+    c.receive(receive("sku", "w1", 5)).await.unwrap();
+    let before = cluster.wait_converged(Duration::from_secs(20)).await[0].state_digest;
+
+    // INVALID_ARGUMENT: shapes and bounds.
+    assert_eq!(code(c.create_item(item("")).await), Code::InvalidArgument);
+    assert_eq!(
+        code(c.create_item(item(&"x".repeat(129))).await),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.create_item(item("has space")).await),
+        Code::InvalidArgument
+    );
+    let mut long_name = item("n");
+    long_name.name = "x".repeat(257);
+    assert_eq!(code(c.create_item(long_name).await), Code::InvalidArgument);
+    let mut many_attrs = item("a");
+    many_attrs.attributes = (0..33)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect::<BTreeMap<_, _>>();
+    assert_eq!(code(c.create_item(many_attrs).await), Code::InvalidArgument);
+    for q in [0, -1, i64::MIN, i64::MAX] {
+        assert_eq!(
+            code(c.receive(receive("sku", "w1", q)).await),
+            Code::InvalidArgument,
+            "quantity {q}"
+        );
+    }
+    let no_kind = pb::CreateLocationRequest {
+        id: "l".into(),
+        name: "l".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(c.create_location(no_kind).await),
+        Code::InvalidArgument
+    );
+    let bad_kind = pb::CreateLocationRequest {
+        id: "l".into(),
+        name: "l".into(),
+        kind: 99,
+        ..Default::default()
+    };
+    assert_eq!(
+        code(c.create_location(bad_kind).await),
+        Code::InvalidArgument
+    );
+    let adjust_no_reason = pb::AdjustRequest {
+        item: "sku".into(),
+        location: "w1".into(),
+        delta: -1,
+        ..Default::default()
+    };
+    assert_eq!(
+        code(c.adjust(adjust_no_reason).await),
+        Code::InvalidArgument
+    );
+    let same = pb::TransferRequest {
+        item: "sku".into(),
+        from: "w1".into(),
+        to: "w1".into(),
+        quantity: 1,
+        ..Default::default()
+    };
+    assert_eq!(code(c.transfer(same).await), Code::InvalidArgument);
+    let bad_token = pb::ListMovementsRequest {
+        page_token: "garbage".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.list_movements(bad_token).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    let bad_key = pb::WriteOptions {
+        idempotency_key: "white space".into(),
+        conditions: vec![],
+    };
+    let mut r = receive("sku", "w1", 1);
+    r.options = Some(bad_key);
+    assert_eq!(code(c.receive(r).await), Code::InvalidArgument);
+
+    // RESOURCE_EXHAUSTED: a batch over the limit.
+    let op = pb::Operation {
+        op: Some(pb::operation::Op::Receive(receive("sku", "w1", 1))),
+    };
+    let big = pb::BatchRequest {
+        options: None,
+        operations: vec![op; 129],
+    };
+    assert_eq!(code(c.batch(big).await), Code::ResourceExhausted);
+
+    // NOT_FOUND: unknown items, locations, reservations.
+    assert_eq!(
+        code(c.receive(receive("nope", "w1", 1)).await),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.receive(receive("sku", "nowhere", 1)).await),
+        Code::NotFound
+    );
+    let commit = pb::CommitReservationRequest {
+        reservation_id: "r-none".into(),
+        ..Default::default()
+    };
+    assert_eq!(code(c.commit_reservation(commit).await), Code::NotFound);
+    let get = pb::GetStockRequest {
+        item: "nope".into(),
+        ..Default::default()
+    };
+    assert_eq!(c.get_stock(get).await.unwrap_err().code(), Code::NotFound);
+
+    // ALREADY_EXISTS: duplicates.
+    assert_eq!(code(c.create_item(item("sku")).await), Code::AlreadyExists);
+    assert_eq!(
+        code(c.create_location(warehouse("w1")).await),
+        Code::AlreadyExists
+    );
+
+    // FAILED_PRECONDITION: rules and conditions, including a batch whose last op fails.
+    let ship = pb::ShipRequest {
+        item: "sku".into(),
+        location: "w1".into(),
+        quantity: 6,
+        ..Default::default()
+    };
+    assert_eq!(code(c.ship(ship).await), Code::FailedPrecondition);
+    let mut guarded = receive("sku", "w1", 1);
+    guarded.options = Some(pb::WriteOptions {
+        idempotency_key: String::new(),
+        conditions: vec![pb::Condition {
+            item: "sku".into(),
+            location: "w1".into(),
+            expect: Some(pb::condition::Expect::OnHand(4)),
+        }],
+    });
+    assert_eq!(code(c.receive(guarded).await), Code::FailedPrecondition);
+    let half_good = pb::BatchRequest {
+        options: None,
+        operations: vec![
+            pb::Operation {
+                op: Some(pb::operation::Op::Receive(receive("sku", "w1", 100))),
+            },
+            pb::Operation {
+                op: Some(pb::operation::Op::Ship(pb::ShipRequest {
+                    item: "sku".into(),
+                    location: "w1".into(),
+                    quantity: 1000,
+                    ..Default::default()
+                })),
+            },
+        ],
+    };
+    assert_eq!(code(c.batch(half_good).await), Code::FailedPrecondition);
+    let to_real = pb::ShipRequest {
+        item: "sku".into(),
+        location: "w1".into(),
+        quantity: 1,
+        to: "w1".into(),
+        ..Default::default()
+    };
+    assert_eq!(code(c.ship(to_real).await), Code::FailedPrecondition);
+
+    // UNAVAILABLE with a leader hint from a follower.
+    let follower = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();
+    let mut raw =
+        InventoryServiceClient::connect(format!("http://{}", cluster.nodes[follower].client_addr))
+            .await
+            .unwrap();
+    let status = raw.receive(receive("sku", "w1", 1)).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    let hint = status
+        .metadata()
+        .get(laundry_proto::LEADER_ADDR_KEY)
+        .expect("leader hint")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(hint, cluster.nodes[cluster.index_of(leader)].client_addr);
+
+    // Nothing changed anywhere.
+    let after = cluster.wait_converged(Duration::from_secs(20)).await;
+    assert!(
+        after.iter().all(|s| s.state_digest == before),
+        "state changed: before {before}, after {after:?}"
+    );
+    assert_eq!(on_hand(&c, "sku", "w1", false).await, 5);
+}
