@@ -340,3 +340,50 @@ impl Client {
             .len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(eps: &[&str]) -> Client {
+        Client::new(eps, ClientConfig::default()).unwrap()
+    }
+
+    #[test]
+    fn no_endpoints_or_a_bad_one_is_refused() {
+        assert!(matches!(
+            Client::new::<&str>(&[], ClientConfig::default()),
+            Err(ClientError::Endpoint(_))
+        ));
+        assert!(matches!(
+            Client::new(&["bad host:1"], ClientConfig::default()),
+            Err(ClientError::Endpoint(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_leader_hint_is_followed_and_unknown_leaders_are_learned() {
+        let c = client(&["a:1", "b:2", "c:3"]);
+        c.redirect(0, Some("c:3"));
+        assert_eq!(c.endpoints()[0], "c:3");
+        c.redirect(2, Some("d:4"));
+        assert_eq!(c.endpoints()[0], "d:4");
+        assert_eq!(c.endpoints().len(), 4);
+        // Without a hint: the next endpoint, wrapping around.
+        c.redirect(3, None);
+        assert_eq!(c.endpoints()[0], "a:1");
+        // A stale failure report (another call already moved on) changes nothing.
+        c.redirect(2, None);
+        assert_eq!(c.endpoints()[0], "a:1");
+    }
+
+    #[test]
+    fn idempotency_keys_are_unique_and_valid_ids() {
+        let keys: std::collections::BTreeSet<String> =
+            (0..1000).map(|_| new_idempotency_key()).collect();
+        assert_eq!(keys.len(), 1000);
+        assert!(keys
+            .iter()
+            .all(|k| k.len() <= 128 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')));
+    }
+}
