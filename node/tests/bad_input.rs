@@ -204,6 +204,27 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
         .to_string();
     assert_eq!(hint, cluster.nodes[cluster.index_of(leader)].client_addr);
 
+    // Generic tools work: the standard health service reports the inventory API serving.
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "http://{}",
+        cluster.nodes[follower].client_addr
+    ))
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let health = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "laundry.v1.InventoryService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
     // Nothing changed anywhere.
     let after = cluster.wait_converged(Duration::from_secs(20)).await;
     assert!(
