@@ -8,9 +8,11 @@
 //!   has a deadline. Errors are typed ([`ClientError`]).
 //! - [`Client::watch`] is a `Stream` of movements that reconnects and resumes by itself.
 
+pub mod admin;
 mod error;
 mod watch;
 
+pub use admin::{AdminClient, AdminResponse};
 pub use error::ClientError;
 pub use laundry_proto::v1 as pb;
 

@@ -24,13 +24,22 @@ pub struct Args {
     /// Listen address of the Raft transport.
     #[arg(long, env = "LAUNDRY_PEER_ADDR")]
     pub peer_addr: Option<SocketAddr>,
+    /// Listen address of the admin HTTP API (health, metrics, membership).
+    #[arg(long, env = "LAUNDRY_ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    /// Bearer token that mutating admin calls must present. Without one they are refused.
+    #[arg(long, env = "LAUNDRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
     /// Client address other nodes and clients should use (default: --client-addr).
     #[arg(long, env = "LAUNDRY_ADVERTISE_CLIENT_ADDR")]
     pub advertise_client_addr: Option<String>,
     /// Peer address other nodes should use (default: --peer-addr).
     #[arg(long, env = "LAUNDRY_ADVERTISE_PEER_ADDR")]
     pub advertise_peer_addr: Option<String>,
-    /// Members of a new cluster: `ID=PEER_ADDR/CLIENT_ADDR,...`. The lowest id bootstraps
+    /// Admin address operators should use (default: --admin-addr).
+    #[arg(long, env = "LAUNDRY_ADVERTISE_ADMIN_ADDR")]
+    pub advertise_admin_addr: Option<String>,
+    /// Members of a new cluster: `ID=PEER_ADDR/CLIENT_ADDR[/ADMIN_ADDR],...`. The lowest id bootstraps
     /// the cluster unless a member already holds Raft state.
     #[arg(long, env = "LAUNDRY_INITIAL_MEMBERS")]
     pub initial_members: Option<String>,
@@ -59,8 +68,11 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     client_addr: Option<SocketAddr>,
     peer_addr: Option<SocketAddr>,
+    admin_addr: Option<SocketAddr>,
+    admin_token: Option<String>,
     advertise_client_addr: Option<String>,
     advertise_peer_addr: Option<String>,
+    advertise_admin_addr: Option<String>,
     initial_members: Option<String>,
     snapshot_logs: Option<u64>,
     keep_logs: Option<u64>,
@@ -75,6 +87,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     pub client_addr: SocketAddr,
     pub peer_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub admin_token: Option<String>,
     pub advertise: NodeInfo,
     pub initial_members: BTreeMap<NodeId, NodeInfo>,
     pub snapshot_logs: u64,
@@ -132,8 +146,27 @@ impl NodeConfig {
             .peer_addr
             .or(file.peer_addr)
             .unwrap_or_else(|| ([127, 0, 0, 1], 7500).into());
-        if client_addr == peer_addr {
-            return Err(invalid("peer_addr", "must differ from client_addr"));
+        let admin_addr = args
+            .admin_addr
+            .or(file.admin_addr)
+            .unwrap_or_else(|| ([127, 0, 0, 1], 7600).into());
+        if client_addr == peer_addr || admin_addr == client_addr || admin_addr == peer_addr {
+            return Err(invalid(
+                "peer_addr",
+                "client, peer and admin addresses must all differ",
+            ));
+        }
+        let admin_token = args
+            .admin_token
+            .or(file.admin_token)
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &admin_token {
+            if t.len() < 16 || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(invalid(
+                    "admin_token",
+                    "needs at least 16 characters and no whitespace",
+                ));
+            }
         }
         let advertise = NodeInfo {
             peer_addr: args
@@ -144,6 +177,10 @@ impl NodeConfig {
                 .advertise_client_addr
                 .or(file.advertise_client_addr)
                 .unwrap_or_else(|| client_addr.to_string()),
+            admin_addr: args
+                .advertise_admin_addr
+                .or(file.advertise_admin_addr)
+                .unwrap_or_else(|| admin_addr.to_string()),
         };
         let initial_members = match args.initial_members.or(file.initial_members) {
             Some(s) if !s.trim().is_empty() => parse_members(&s)?,
@@ -163,6 +200,8 @@ impl NodeConfig {
                 .unwrap_or_else(|| PathBuf::from(format!("laundry-data/node-{id}"))),
             client_addr,
             peer_addr,
+            admin_addr,
+            admin_token,
             advertise,
             initial_members,
             snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
@@ -190,7 +229,7 @@ impl NodeConfig {
     }
 }
 
-/// Parses `1=127.0.0.1:7501/127.0.0.1:7401,2=...`.
+/// Parses `1=127.0.0.1:7501/127.0.0.1:7401[/127.0.0.1:7601],2=...`.
 pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeInfo>, ConfigError> {
     let mut out = BTreeMap::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -208,20 +247,21 @@ pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeInfo>, ConfigError>
         if id == 0 {
             return Err(bad("id must be > 0"));
         }
-        let (peer, client) = addrs.split_once('/').ok_or_else(|| bad("missing '/'"))?;
+        let parts: Vec<&str> = addrs.split('/').collect();
+        let (peer, client, admin) = match parts.as_slice() {
+            [p, c] => (*p, *c, ""),
+            [p, c, a] if !a.is_empty() => (*p, *c, *a),
+            _ => return Err(bad("expected two or three '/'-separated addresses")),
+        };
         if peer.is_empty() || client.is_empty() {
             return Err(bad("empty address"));
         }
-        if out
-            .insert(
-                id,
-                NodeInfo {
-                    peer_addr: peer.to_string(),
-                    client_addr: client.to_string(),
-                },
-            )
-            .is_some()
-        {
+        let node = NodeInfo {
+            peer_addr: peer.to_string(),
+            client_addr: client.to_string(),
+            admin_addr: admin.to_string(),
+        };
+        if out.insert(id, node).is_some() {
             return Err(bad("duplicate id"));
         }
     }
@@ -239,10 +279,24 @@ mod tests {
             m[&2],
             NodeInfo {
                 peer_addr: "h2:7502".into(),
-                client_addr: "h2:7402".into()
+                client_addr: "h2:7402".into(),
+                admin_addr: String::new(),
             }
         );
-        for bad in ["1", "x=a/b", "0=a/b", "1=a", "1=a/b,1=c/d", "1=/b"] {
+        assert_eq!(
+            parse_members("7=p:1/c:2/a:3").unwrap()[&7].admin_addr,
+            "a:3"
+        );
+        for bad in [
+            "1",
+            "x=a/b",
+            "0=a/b",
+            "1=a",
+            "1=a/b,1=c/d",
+            "1=/b",
+            "1=a/b/c/d",
+            "1=a/b/",
+        ] {
             let err = parse_members(bad).unwrap_err().to_string();
             assert!(err.contains("initial_members"), "{bad}: {err}");
         }

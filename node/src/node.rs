@@ -1,12 +1,15 @@
 //! Assembles a store node: opens storage, starts Raft, serves the client and peer ports,
 //! bootstraps a new cluster when asked to, and proposes reservation expiry while leading.
 
+use crate::admin::AdminState;
 use crate::config::NodeConfig;
+use crate::metrics::Metrics;
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{peer_channel, NetworkFactory};
 use crate::raft::state_machine::StateMachine;
 use crate::raft::{NodeId, Raft};
 use crate::server::inventory::{propose_expiry, InventoryApi};
+use crate::server::metered::MeteredLayer;
 use crate::server::peer::PeerApi;
 use crate::storage::SledEngine;
 use anyhow::Context;
@@ -35,10 +38,11 @@ pub async fn run(
         SledEngine::open(&cfg.data_dir.join("db"))
             .with_context(|| format!("open storage in {}", cfg.data_dir.display()))?,
     );
-    let sm = StateMachine::open(engine.clone(), &cfg.data_dir)
+    let metrics = Arc::new(Metrics::new());
+    let sm = StateMachine::open(engine.clone(), &cfg.data_dir, metrics.clone())
         .await
         .context("open state machine")?;
-    let log = LogStore::new(engine.clone());
+    let log = LogStore::new(engine.clone(), metrics.clone());
     let raft_config = openraft::Config {
         cluster_name: "laundry-list".into(),
         heartbeat_interval: cfg.heartbeat_ms,
@@ -68,6 +72,9 @@ pub async fn run(
     let client_listener = tokio::net::TcpListener::bind(cfg.client_addr)
         .await
         .with_context(|| format!("bind client port {}", cfg.client_addr))?;
+    let admin_listener = tokio::net::TcpListener::bind(cfg.admin_addr)
+        .await
+        .with_context(|| format!("bind admin port {}", cfg.admin_addr))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -101,9 +108,13 @@ pub async fn run(
         node_id: cfg.id,
         raft: raft.clone(),
         sm: sm.clone(),
+        metrics: metrics.clone(),
     });
     let client_server = tokio::spawn(
         tonic::transport::Server::builder()
+            .layer(MeteredLayer {
+                metrics: metrics.clone(),
+            })
             .add_service(health)
             .add_service(reflection)
             .add_service(InventoryServiceServer::from_arc(api.clone()))
@@ -113,9 +124,42 @@ pub async fn run(
             ),
     );
 
+    let admin_state = Arc::new(AdminState {
+        node_id: cfg.id,
+        raft: raft.clone(),
+        sm: sm.clone(),
+        metrics: metrics.clone(),
+        token: cfg.admin_token.clone(),
+        election_max_ms: cfg.election_max_ms,
+    });
+    let admin_server = {
+        let stop = stopped(stop_rx.clone());
+        tokio::spawn(async move {
+            axum::serve(admin_listener, crate::admin::router(admin_state))
+                .with_graceful_shutdown(stop)
+                .await
+        })
+    };
+
     if !cfg.initial_members.is_empty() {
         bootstrap(&raft, &cfg).await?;
     }
+
+    // Count leader changes as this node observes them.
+    let leader_watch = {
+        let mut rx = raft.metrics();
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut last = rx.borrow().current_leader;
+            while rx.changed().await.is_ok() {
+                let now = rx.borrow().current_leader;
+                if now != last && now.is_some() {
+                    metrics.leader_changes.inc();
+                }
+                last = now;
+            }
+        })
+    };
 
     let expiry = {
         let api = api.clone();
@@ -129,7 +173,7 @@ pub async fn run(
         })
     };
 
-    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, data = %cfg.data_dir.display(), "node ready");
+    tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, admin = %cfg.admin_addr, data = %cfg.data_dir.display(), "node ready");
     // A Raft core that stopped (storage error, bug) cannot serve again: exit non-zero so the
     // supervisor restarts the process, instead of lingering as a node that answers nothing.
     let mut metrics = raft.metrics();
@@ -151,8 +195,10 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
     expiry.abort();
+    leader_watch.abort();
     let _ = peer_server.await;
     let _ = client_server.await;
+    let _ = admin_server.await;
     // Best effort: every acknowledged write was already fsynced by the log store.
     let _ = crate::storage::Engine::flush(engine.as_ref()).await;
     match failure {

@@ -6,6 +6,7 @@
 #![allow(clippy::result_large_err)]
 
 use super::{sto_err, LogId, NodeId, StorageError, TypeConfig};
+use crate::metrics::Metrics;
 use crate::storage::{frame, keys, Batch, Engine};
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{Entry, ErrorSubject, ErrorVerb, LogState, RaftLogReader, Vote};
@@ -18,19 +19,21 @@ const MAX_ENTRIES_PER_READ: usize = 4096;
 
 pub struct LogStore<E: Engine> {
     engine: Arc<E>,
+    metrics: Arc<Metrics>,
 }
 
 impl<E: Engine> Clone for LogStore<E> {
     fn clone(&self) -> Self {
         LogStore {
             engine: self.engine.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 }
 
 impl<E: Engine> LogStore<E> {
-    pub fn new(engine: Arc<E>) -> Self {
-        LogStore { engine }
+    pub fn new(engine: Arc<E>, metrics: Arc<Metrics>) -> Self {
+        LogStore { engine, metrics }
     }
 
     fn read_meta<T: serde::de::DeserializeOwned>(
@@ -173,7 +176,11 @@ impl<E: Engine> RaftLogStorage<TypeConfig> for LogStore<E> {
         self.engine
             .write(batch)
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
+        let started = std::time::Instant::now();
         let flushed = self.engine.flush().await;
+        self.metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
         callback.log_io_completed(flushed.map_err(|e| std::io::Error::other(e.to_string())));
         Ok(())
     }

@@ -29,11 +29,18 @@ pub struct NodeInfo {
     pub peer_addr: String,
     /// host:port of the public gRPC API (client port), for leader hints.
     pub client_addr: String,
+    /// host:port of the admin HTTP API; empty when unknown (older members).
+    #[serde(default)]
+    pub admin_addr: String,
 }
 
 impl fmt::Display for NodeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "peer={} client={}", self.peer_addr, self.client_addr)
+        write!(
+            f,
+            "peer={} client={} admin={}",
+            self.peer_addr, self.client_addr, self.admin_addr
+        )
     }
 }
 

@@ -11,6 +11,7 @@
 use super::snapshot::{self, SnapshotBody};
 use super::{sto_err, LogId, Membership, NodeId, Response, StorageError, TypeConfig};
 use crate::inventory::{ApplyCtx, Inventory, Movement, Record};
+use crate::metrics::{Metrics, SnapshotEvent, SnapshotLabels};
 use crate::storage::{frame, keys, Batch, Engine, StoreError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
@@ -50,6 +51,7 @@ pub struct AppliedState {
 
 struct Shared<E: Engine> {
     engine: Arc<E>,
+    metrics: Arc<Metrics>,
     state: RwLock<AppliedState>,
     events: broadcast::Sender<WatchEvent>,
     snapshot_dir: PathBuf,
@@ -77,7 +79,11 @@ fn write_err(e: impl std::fmt::Display) -> StorageError {
 impl<E: Engine> StateMachine<E> {
     /// Opens the state machine stored in `engine`, finishing an interrupted snapshot
     /// install first. Fails, never panics, on corrupt records.
-    pub async fn open(engine: Arc<E>, data_dir: &Path) -> Result<Self, StoreError> {
+    pub async fn open(
+        engine: Arc<E>,
+        data_dir: &Path,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, StoreError> {
         let snapshot_dir = data_dir.join("snapshot");
         std::fs::create_dir_all(&snapshot_dir).map_err(|source| StoreError::Io {
             path: snapshot_dir.display().to_string(),
@@ -126,6 +132,7 @@ impl<E: Engine> StateMachine<E> {
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 engine,
+                metrics,
                 state,
                 events,
                 snapshot_dir,
@@ -210,6 +217,16 @@ impl<E: Engine> StateMachine<E> {
     /// passed by `now_ms`, i.e. whether the leader should propose `ExpireDue`.
     pub fn expiry_due(&self, now_ms: u64) -> bool {
         self.read().inventory.expiry_due(now_ms)
+    }
+
+    fn record_snapshot(&self, event: SnapshotEvent, started: std::time::Instant) {
+        let labels = SnapshotLabels { event };
+        self.shared.metrics.snapshots.get_or_create(&labels).inc();
+        self.shared
+            .metrics
+            .snapshot_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
     }
 
     fn snapshot_path(&self) -> PathBuf {
@@ -327,6 +344,7 @@ fn snapshot_meta(body: &SnapshotBody) -> SnapshotMeta<NodeId, super::NodeInfo> {
 
 impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let started = std::time::Instant::now();
         let body = {
             // Under the read lock no entry applies, so state and ledger agree.
             let st = self.read();
@@ -347,6 +365,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             .await
             .map_err(write_err)?
             .map_err(write_err)?;
+        self.record_snapshot(SnapshotEvent::Built, started);
         tracing::info!(last_applied = ?body.last_applied, bytes = bytes.len(), "built snapshot");
         Ok(Snapshot {
             meta: snapshot_meta(&body),
@@ -446,6 +465,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         meta: &SnapshotMeta<NodeId, super::NodeInfo>,
         data: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError> {
+        let started = std::time::Instant::now();
         let bytes = data.into_inner();
         let sig = Some(meta.signature());
         let body = snapshot::decode(&bytes)
@@ -479,6 +499,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             st.membership = body.membership.clone();
         }
         let _ = self.shared.events.send(WatchEvent::Reset);
+        self.record_snapshot(SnapshotEvent::Installed, started);
         tracing::info!(last_applied = ?body.last_applied, "installed snapshot");
         Ok(())
     }

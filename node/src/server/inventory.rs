@@ -7,6 +7,7 @@
 use super::convert;
 use super::status::{self, invalid};
 use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
+use crate::metrics::Metrics;
 use crate::raft::state_machine::{StateMachine, WatchEvent};
 use crate::raft::{Raft, Request, Response};
 use crate::storage::Engine;
@@ -14,6 +15,7 @@ use laundry_proto::v1 as pb;
 use laundry_proto::v1::inventory_service_server::InventoryService;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_stream::Stream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
@@ -27,6 +29,7 @@ pub struct InventoryApi<E: Engine> {
     pub node_id: u64,
     pub raft: Raft,
     pub sm: StateMachine<E>,
+    pub metrics: Arc<Metrics>,
 }
 
 type WriteResult = Result<GrpcResponse<pb::WriteResponse>, Status>;
@@ -77,7 +80,14 @@ impl<E: Engine> InventoryApi<E> {
     }
 
     async fn submit(&self, request: Request) -> WriteResult {
-        match self.raft.client_write(request).await {
+        let started = std::time::Instant::now();
+        let result = self.raft.client_write(request).await;
+        if result.is_ok() {
+            self.metrics
+                .proposal_seconds
+                .observe(started.elapsed().as_secs_f64());
+        }
+        match result {
             Ok(resp) => match resp.data {
                 Response::Applied(Ok(outcome)) => {
                     Ok(GrpcResponse::new(convert::write_response(outcome)))

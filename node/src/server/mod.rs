@@ -4,5 +4,6 @@
 
 pub mod convert;
 pub mod inventory;
+pub mod metered;
 pub mod peer;
 pub mod status;

@@ -3,7 +3,9 @@
 
 use crate::raft::{codec, Raft};
 use laundry_proto::raft::raft_service_server::RaftService;
-use laundry_proto::raft::{PeerStatusRequest, PeerStatusResponse, RaftPayload};
+use laundry_proto::raft::{
+    CampaignRequest, CampaignResponse, PeerStatusRequest, PeerStatusResponse, RaftPayload,
+};
 use tonic::{Request, Response, Status};
 
 pub struct PeerApi {
@@ -53,5 +55,18 @@ impl RaftService for PeerApi {
             node_id: self.node_id,
             initialized,
         }))
+    }
+
+    async fn campaign(
+        &self,
+        _r: Request<CampaignRequest>,
+    ) -> Result<Response<CampaignResponse>, Status> {
+        tracing::info!("asked to campaign (leader hand-off)");
+        self.raft
+            .trigger()
+            .elect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(CampaignResponse {}))
     }
 }

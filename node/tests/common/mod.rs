@@ -13,10 +13,16 @@ use std::time::{Duration, Instant};
 /// Cluster tests share two cores: run them one at a time so elections are not starved.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
+/// The admin token every test node is started with.
+pub const TOKEN: &str = "test-admin-token-0123456789";
+
 pub struct TestNode {
     pub id: u64,
     pub client_addr: String,
     pub peer_addr: String,
+    pub admin_addr: String,
+    /// Started with `--initial-members` (a founding member) or without (joins later).
+    pub founding: bool,
     pub data_dir: PathBuf,
     child: Option<Child>,
 }
@@ -44,13 +50,20 @@ impl TestCluster {
                 id,
                 client_addr: format!("127.0.0.1:{}", free_port()),
                 peer_addr: format!("127.0.0.1:{}", free_port()),
+                admin_addr: format!("127.0.0.1:{}", free_port()),
+                founding: true,
                 data_dir: dir.path().join(format!("node-{id}")),
                 child: None,
             })
             .collect();
         let members = nodes
             .iter()
-            .map(|n| format!("{}={}/{}", n.id, n.peer_addr, n.client_addr))
+            .map(|n| {
+                format!(
+                    "{}={}/{}/{}",
+                    n.id, n.peer_addr, n.client_addr, n.admin_addr
+                )
+            })
             .collect::<Vec<_>>()
             .join(",");
         let mut c = TestCluster {
@@ -85,7 +98,12 @@ impl TestCluster {
             .args(["--id", &n.id.to_string()])
             .args(["--data-dir", n.data_dir.to_str().unwrap()])
             .args(["--client-addr", &n.client_addr, "--peer-addr", &n.peer_addr])
-            .args(["--initial-members", &self.members])
+            .args(["--admin-addr", &n.admin_addr, "--admin-token", TOKEN])
+            .args(if n.founding {
+                vec!["--initial-members", self.members.as_str()]
+            } else {
+                vec![]
+            })
             .args([
                 "--heartbeat-ms",
                 "50",
@@ -101,6 +119,29 @@ impl TestCluster {
             .spawn()
             .expect("spawn laundry-node");
         self.nodes[i].child = Some(child);
+    }
+
+    /// Starts one more node with no initial members: it waits to be added as a learner.
+    pub fn add_node(&mut self) -> usize {
+        let id = self.nodes.iter().map(|n| n.id).max().unwrap_or(0) + 1;
+        self.nodes.push(TestNode {
+            id,
+            client_addr: format!("127.0.0.1:{}", free_port()),
+            peer_addr: format!("127.0.0.1:{}", free_port()),
+            admin_addr: format!("127.0.0.1:{}", free_port()),
+            founding: false,
+            data_dir: self.dir.path().join(format!("node-{id}")),
+            child: None,
+        });
+        let i = self.nodes.len() - 1;
+        self.spawn(i);
+        i
+    }
+
+    /// An admin client over every node's admin port, with the token.
+    pub fn admin(&self) -> laundry_client::AdminClient {
+        let eps = self.nodes.iter().map(|n| n.admin_addr.clone()).collect();
+        laundry_client::AdminClient::new(eps, Some(TOKEN.to_string()))
     }
 
     /// SIGKILL: no shutdown path runs, exactly like a crash.

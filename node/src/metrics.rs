@@ -1,0 +1,219 @@
+//! The node's Prometheus metrics. Event metrics (latencies, counts) are recorded where the
+//! events happen; Raft gauges (term, indexes, lag) are read from openraft's metrics at
+//! scrape time, so they are never stale. Label values come from fixed sets only, so a
+//! client cannot grow the metric families.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub method: &'static str,
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub peer: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum SnapshotEvent {
+    Built,
+    Installed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SnapshotLabels {
+    pub event: SnapshotEvent,
+}
+
+/// Buckets from 100 µs to ~3.3 s, doubling: covers an fsync on NVMe to a stalled disk.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    prometheus_client::metrics::histogram::exponential_buckets(0.0001, 2.0, 16)
+}
+
+pub struct Metrics {
+    registry: Mutex<Registry>,
+    pub proposal_seconds: Histogram,
+    pub fsync_seconds: Histogram,
+    pub requests: Family<RequestLabels, Counter>,
+    pub leader_changes: Counter,
+    pub snapshots: Family<SnapshotLabels, Counter>,
+    pub snapshot_seconds: Family<SnapshotLabels, Histogram>,
+    pub term: Gauge,
+    pub last_log_index: Gauge,
+    pub applied_index: Gauge,
+    pub snapshot_index: Gauge,
+    pub is_leader: Gauge,
+    pub storage_bytes: Gauge,
+    pub replication_lag: Family<PeerLabels, Gauge>,
+    pub open_reservations: Gauge,
+    pub clock_ms: Gauge<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics {
+            registry: Mutex::new(Registry::with_prefix("laundry")),
+            proposal_seconds: Histogram::new(latency_buckets()),
+            fsync_seconds: Histogram::new(latency_buckets()),
+            requests: Family::default(),
+            leader_changes: Counter::default(),
+            snapshots: Family::default(),
+            snapshot_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
+            term: Gauge::default(),
+            last_log_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            snapshot_index: Gauge::default(),
+            is_leader: Gauge::default(),
+            storage_bytes: Gauge::default(),
+            replication_lag: Family::default(),
+            open_reservations: Gauge::default(),
+            clock_ms: Gauge::default(),
+        };
+        {
+            let mut r = m.registry.lock().unwrap_or_else(|p| p.into_inner());
+            r.register(
+                "proposal_seconds",
+                "Time from proposing a write to its apply result",
+                m.proposal_seconds.clone(),
+            );
+            r.register(
+                "log_fsync_seconds",
+                "Time to fsync one batch of appended log entries",
+                m.fsync_seconds.clone(),
+            );
+            r.register(
+                "grpc_requests",
+                "Client API requests by method and gRPC status",
+                m.requests.clone(),
+            );
+            r.register(
+                "leader_changes",
+                "Times this node saw the leader change",
+                m.leader_changes.clone(),
+            );
+            r.register(
+                "snapshots",
+                "Snapshots built or installed",
+                m.snapshots.clone(),
+            );
+            r.register(
+                "snapshot_seconds",
+                "Time to build or install a snapshot",
+                m.snapshot_seconds.clone(),
+            );
+            r.register("raft_term", "Current Raft term", m.term.clone());
+            r.register(
+                "raft_last_log_index",
+                "Index of the last log entry",
+                m.last_log_index.clone(),
+            );
+            r.register(
+                "raft_applied_index",
+                "Index of the last applied entry",
+                m.applied_index.clone(),
+            );
+            r.register(
+                "raft_snapshot_index",
+                "Last index in the current snapshot",
+                m.snapshot_index.clone(),
+            );
+            r.register(
+                "raft_is_leader",
+                "1 when this node leads",
+                m.is_leader.clone(),
+            );
+            r.register(
+                "storage_bytes",
+                "Bytes the storage engine occupies on disk",
+                m.storage_bytes.clone(),
+            );
+            r.register(
+                "replication_lag_entries",
+                "Entries a follower is behind (on the leader)",
+                m.replication_lag.clone(),
+            );
+            r.register(
+                "open_reservations",
+                "Reservations not yet ended",
+                m.open_reservations.clone(),
+            );
+            r.register(
+                "state_clock_ms",
+                "Leader-stamped time of the applied state",
+                m.clock_ms.clone(),
+            );
+        }
+        m
+    }
+
+    /// The exposition text (OpenMetrics, which Prometheus scrapes).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let r = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &r);
+        out
+    }
+}
+
+/// gRPC methods of the client API, the only `method` label values counted.
+pub const METHODS: [&str; 19] = [
+    "CreateItem",
+    "UpdateItem",
+    "GetItem",
+    "ListItems",
+    "CreateLocation",
+    "ListLocations",
+    "Receive",
+    "Ship",
+    "Adjust",
+    "Transfer",
+    "Reserve",
+    "CommitReservation",
+    "ReleaseReservation",
+    "GetReservation",
+    "Batch",
+    "GetStock",
+    "ListMovements",
+    "WatchMovements",
+    "NodeStatus",
+];
+
+/// Label value of a gRPC status code (as sent in `grpc-status`).
+pub fn code_name(code: &str) -> &'static str {
+    match code {
+        "0" => "OK",
+        "1" => "CANCELLED",
+        "2" => "UNKNOWN",
+        "3" => "INVALID_ARGUMENT",
+        "4" => "DEADLINE_EXCEEDED",
+        "5" => "NOT_FOUND",
+        "6" => "ALREADY_EXISTS",
+        "7" => "PERMISSION_DENIED",
+        "8" => "RESOURCE_EXHAUSTED",
+        "9" => "FAILED_PRECONDITION",
+        "10" => "ABORTED",
+        "11" => "OUT_OF_RANGE",
+        "12" => "UNIMPLEMENTED",
+        "13" => "INTERNAL",
+        "14" => "UNAVAILABLE",
+        "15" => "DATA_LOSS",
+        "16" => "UNAUTHENTICATED",
+        _ => "OTHER",
+    }
+}
