@@ -9,7 +9,8 @@
 #   scripts/dev-cluster.sh --wipe     # delete the data directory first
 #
 # Environment: LAUNDRY_DEV_DATA (data dir), LAUNDRY_PROFILE (dev|release, default dev),
-# LAUNDRY_DEV_BASE_PORT (default 7400: clients 7401-7403, peers 7501-7503).
+# LAUNDRY_DEV_BASE_PORT (default 7400: clients 7401-7403, peers 7501-7503, admin 7601-7603),
+# LAUNDRY_ADMIN_TOKEN (default: a fixed development token; set your own anywhere else).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -49,13 +50,16 @@ mkdir -p "$data"
 stop_nodes
 members=""
 for id in 1 2 3; do
-  members="${members:+$members,}$id=127.0.0.1:$((base + 100 + id))/127.0.0.1:$((base + id))"
+  members="${members:+$members,}$id=127.0.0.1:$((base + 100 + id))/127.0.0.1:$((base + id))/127.0.0.1:$((base + 200 + id))"
 done
 endpoints="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
+admin_endpoints="127.0.0.1:$((base + 201)),127.0.0.1:$((base + 202)),127.0.0.1:$((base + 203))"
+export LAUNDRY_ADMIN_TOKEN="${LAUNDRY_ADMIN_TOKEN:-dev-only-admin-token-change-me}"
 
 for id in 1 2 3; do
   "$bin_dir/laundry-node" --id "$id" --data-dir "$data/node-$id" \
     --client-addr "127.0.0.1:$((base + id))" --peer-addr "127.0.0.1:$((base + 100 + id))" \
+    --admin-addr "127.0.0.1:$((base + 200 + id))" \
     --initial-members "$members" >>"$data/node-$id.log" 2>&1 &
   echo $! >"$data/node-$id.pid"
 done
@@ -64,7 +68,7 @@ if [ "$detach" = 0 ]; then
   trap 'echo; echo "stopping..."; stop_nodes; exit 0' INT TERM
 fi
 
-ctl() { "$bin_dir/laundryctl" --endpoints "$endpoints" "$@"; }
+ctl() { "$bin_dir/laundryctl" --endpoints "$endpoints" --admin-endpoints "$admin_endpoints" "$@"; }
 
 # Wait (bounded) until the cluster elects a leader and answers a linearizable read.
 for attempt in $(seq 1 60); do
@@ -78,18 +82,23 @@ done
 
 ctl sample
 echo
-ctl status
+ctl cluster status
 cat <<MSG
 
 Laundry List is running: 3 nodes, data in $data
   client (gRPC) endpoints: $endpoints
   peer (Raft) ports:       $((base + 101))-$((base + 103))
+  admin (HTTP) endpoints:  $admin_endpoints   (token: \$LAUNDRY_ADMIN_TOKEN)
+  metrics:                 curl http://127.0.0.1:$((base + 201))/metrics
   logs:                    $data/node-{1,2,3}.log
 Try:
-  export LAUNDRY_ENDPOINTS=$endpoints
+  export LAUNDRY_ENDPOINTS=$endpoints LAUNDRY_ADMIN_ENDPOINTS=$admin_endpoints
+  export LAUNDRY_ADMIN_TOKEN=$LAUNDRY_ADMIN_TOKEN
   $bin_dir/laundryctl stock tee-black-m
   $bin_dir/laundryctl movements
   $bin_dir/laundryctl transfer tee-black-m wh-west store-soho 5 --reason restock
+  $bin_dir/laundryctl cluster status
+  $bin_dir/laundryctl leader handoff
 MSG
 
 if [ "$detach" = 1 ]; then

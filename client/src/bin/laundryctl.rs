@@ -3,7 +3,7 @@
 //! code (2 for bad usage or input, 1 for anything else).
 
 use clap::{Parser, Subcommand, ValueEnum};
-use laundry_client::{pb, Client, ClientConfig, ClientError};
+use laundry_client::{pb, AdminClient, Client, ClientConfig, ClientError};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use tokio_stream::StreamExt;
@@ -24,6 +24,22 @@ struct Cli {
     /// Serve reads from any node's applied state instead of confirming with the leader.
     #[arg(long, global = true)]
     stale: bool,
+    /// Admin HTTP endpoints of the cluster, comma separated.
+    #[arg(
+        long,
+        env = "LAUNDRY_ADMIN_ENDPOINTS",
+        default_value = "127.0.0.1:7601,127.0.0.1:7602,127.0.0.1:7603",
+        global = true
+    )]
+    admin_endpoints: String,
+    /// Bearer token for mutating admin calls.
+    #[arg(
+        long,
+        env = "LAUNDRY_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
+    token: Option<String>,
     /// Deadline of the whole command, retries included.
     #[arg(long, default_value_t = 20_000, global = true)]
     timeout_ms: u64,
@@ -140,6 +156,50 @@ enum Cmd {
     Status,
     /// Load the sample inventory (once; a second run reports it is there).
     Sample,
+    /// Cluster status from the admin API.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// Membership changes (sent to the leader's admin API).
+    #[command(subcommand)]
+    Member(MemberCmd),
+    /// Build a snapshot now and compact the log behind it.
+    Snapshot,
+    /// Leadership.
+    #[command(subcommand)]
+    Leader(LeaderCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Members, roles, leader, term, indexes and lag.
+    Status,
+}
+
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Add a node as a learner; returns once it has caught up.
+    Add {
+        id: u64,
+        #[arg(long)]
+        peer_addr: String,
+        #[arg(long)]
+        client_addr: String,
+        #[arg(long, default_value = "")]
+        admin_addr: String,
+    },
+    /// Make a learner a voter.
+    Promote { id: u64 },
+    /// Remove a voter or learner.
+    Remove { id: u64 },
+}
+
+#[derive(Subcommand)]
+enum LeaderCmd {
+    /// Move leadership to another voter before maintenance.
+    Handoff {
+        #[arg(long)]
+        to: Option<u64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -610,8 +670,132 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             out(json!({"nodes": rows}), text.join("\n"));
         }
         Cmd::Sample => sample(&c, cli).await?,
+        Cmd::Cluster(ClusterCmd::Status) => {
+            let r = admin(cli).any("GET", "/cluster").await?;
+            let v = admin_json(r)?;
+            let mut text = format!(
+                "leader={} term={} last_log={} applied={} snapshot={} (seen from node {})",
+                v["leader_id"],
+                v["term"],
+                v["last_log_index"],
+                v["applied_index"],
+                v["snapshot_index"],
+                v["node_id"]
+            );
+            for m in v["members"].as_array().into_iter().flatten() {
+                let lag = if m["lag_entries"].is_null() {
+                    "-".to_string()
+                } else {
+                    m["lag_entries"].to_string()
+                };
+                text.push_str(&format!(
+                    "\n  node {:<3} {:<8} peer={} client={} admin={} lag={}",
+                    m["id"],
+                    m["role"].as_str().unwrap_or(""),
+                    m["peer_addr"].as_str().unwrap_or(""),
+                    m["client_addr"].as_str().unwrap_or(""),
+                    m["admin_addr"].as_str().unwrap_or(""),
+                    lag
+                ));
+            }
+            out(v, text);
+        }
+        Cmd::Member(MemberCmd::Add {
+            id,
+            peer_addr,
+            client_addr,
+            admin_addr,
+        }) => {
+            let body = json!({"id": id, "peer_addr": peer_addr, "client_addr": client_addr, "admin_addr": admin_addr});
+            let v = admin_json(admin(cli).leader("POST", "/members", Some(&body)).await?)?;
+            out(
+                v.clone(),
+                format!(
+                    "node {id} added as a learner (log index {})",
+                    v["log_index"]
+                ),
+            );
+        }
+        Cmd::Member(MemberCmd::Promote { id }) => {
+            let v = admin_json(
+                admin(cli)
+                    .leader("POST", &format!("/members/{id}/promote"), None)
+                    .await?,
+            )?;
+            out(
+                v.clone(),
+                format!("node {id} is now a voter (log index {})", v["log_index"]),
+            );
+        }
+        Cmd::Member(MemberCmd::Remove { id }) => {
+            let v = admin_json(
+                admin(cli)
+                    .leader("DELETE", &format!("/members/{id}"), None)
+                    .await?,
+            )?;
+            out(
+                v.clone(),
+                format!("node {id} removed (log index {})", v["log_index"]),
+            );
+        }
+        Cmd::Snapshot => {
+            let v = admin_json(admin(cli).leader("POST", "/snapshot", None).await?)?;
+            out(
+                v.clone(),
+                format!("snapshot at index {}", v["snapshot_index"]),
+            );
+        }
+        Cmd::Leader(LeaderCmd::Handoff { to }) => {
+            let body = json!({ "to": to });
+            let v = admin_json(
+                admin(cli)
+                    .leader("POST", "/leader/handoff", Some(&body))
+                    .await?,
+            )?;
+            out(
+                v.clone(),
+                format!(
+                    "leadership moved from node {} to node {}",
+                    v["previous_leader"], v["leader"]
+                ),
+            );
+        }
     }
     Ok(())
+}
+
+fn admin(cli: &Cli) -> AdminClient {
+    let eps = cli
+        .admin_endpoints
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    AdminClient::new(eps, cli.token.clone())
+}
+
+/// The JSON body of a successful admin answer; an error status becomes a typed error.
+fn admin_json(r: laundry_client::AdminResponse) -> Result<Value, ClientError> {
+    let v = r.json()?;
+    let message = v["error"].as_str().unwrap_or(&r.body).to_string();
+    match r.status {
+        200..=299 => Ok(v),
+        400 => Err(ClientError::InvalidArgument(message)),
+        401 | 403 => Err(ClientError::Server {
+            code: tonic::Code::PermissionDenied,
+            message,
+        }),
+        404 => Err(ClientError::NotFound(message)),
+        409 => Err(ClientError::FailedPrecondition(message)),
+        503 => Err(ClientError::Unavailable {
+            attempts: 1,
+            last: message,
+        }),
+        _ => Err(ClientError::Server {
+            code: tonic::Code::Internal,
+            message: format!("HTTP {}: {message}", r.status),
+        }),
+    }
 }
 
 fn write_out(cli: &Cli, r: &pb::WriteResponse) {
