@@ -55,6 +55,15 @@ pub struct Args {
     pub election_min_ms: Option<u64>,
     #[arg(long, env = "LAUNDRY_ELECTION_MAX_MS")]
     pub election_max_ms: Option<u64>,
+    /// Directory backups are written to (the NAS mount). Default: <data-dir>/backups.
+    #[arg(long, env = "LAUNDRY_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
+    /// Backups kept in the backup directory; older ones are deleted.
+    #[arg(long, env = "LAUNDRY_BACKUP_RETAIN")]
+    pub backup_retain: Option<usize>,
+    /// Name recorded in backups and used in their file names.
+    #[arg(long, env = "LAUNDRY_CLUSTER_NAME")]
+    pub cluster_name: Option<String>,
     /// TOML file with any of the settings above (snake_case keys); flags and env win.
     #[arg(long, env = "LAUNDRY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -76,6 +85,9 @@ struct FileConfig {
     initial_members: Option<String>,
     snapshot_logs: Option<u64>,
     keep_logs: Option<u64>,
+    backup_dir: Option<PathBuf>,
+    backup_retain: Option<usize>,
+    cluster_name: Option<String>,
     heartbeat_ms: Option<u64>,
     election_min_ms: Option<u64>,
     election_max_ms: Option<u64>,
@@ -93,6 +105,9 @@ pub struct NodeConfig {
     pub initial_members: BTreeMap<NodeId, NodeInfo>,
     pub snapshot_logs: u64,
     pub keep_logs: u64,
+    pub backup_dir: PathBuf,
+    pub backup_retain: usize,
+    pub cluster_name: String,
     pub heartbeat_ms: u64,
     pub election_min_ms: u64,
     pub election_max_ms: u64,
@@ -192,12 +207,31 @@ impl NodeConfig {
                 format!("does not include this node's id {id}"),
             ));
         }
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from(format!("laundry-data/node-{id}")));
+        let cluster_name = args
+            .cluster_name
+            .or(file.cluster_name)
+            .unwrap_or_else(|| "laundry-list".into());
+        if crate::inventory::command::check_id("cluster_name", &cluster_name).is_err()
+            || cluster_name.contains('/')
+        {
+            return Err(invalid(
+                "cluster_name",
+                "letters, digits and -_.:@ only, at most 128 bytes",
+            ));
+        }
         let cfg = NodeConfig {
             id,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from(format!("laundry-data/node-{id}"))),
+            backup_dir: args
+                .backup_dir
+                .or(file.backup_dir)
+                .unwrap_or_else(|| data_dir.join("backups")),
+            backup_retain: args.backup_retain.or(file.backup_retain).unwrap_or(7),
+            cluster_name,
+            data_dir,
             client_addr,
             peer_addr,
             admin_addr,
@@ -213,6 +247,9 @@ impl NodeConfig {
                 .or(file.election_max_ms)
                 .unwrap_or(1_000),
         };
+        if cfg.backup_retain == 0 {
+            return Err(invalid("backup_retain", "must keep at least one backup"));
+        }
         if cfg.snapshot_logs == 0 {
             return Err(invalid("snapshot_logs", "must be > 0"));
         }

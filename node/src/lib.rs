@@ -2,6 +2,7 @@
 //! parts. The binary in `main.rs` only parses the command line and calls [`node::run`].
 
 pub mod admin;
+pub mod backup;
 pub mod config;
 pub mod inventory;
 pub mod metrics;

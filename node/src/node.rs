@@ -44,7 +44,7 @@ pub async fn run(
         .context("open state machine")?;
     let log = LogStore::new(engine.clone(), metrics.clone());
     let raft_config = openraft::Config {
-        cluster_name: "laundry-list".into(),
+        cluster_name: cfg.cluster_name.clone(),
         heartbeat_interval: cfg.heartbeat_ms,
         election_timeout_min: cfg.election_min_ms,
         election_timeout_max: cfg.election_max_ms,
@@ -131,6 +131,9 @@ pub async fn run(
         metrics: metrics.clone(),
         token: cfg.admin_token.clone(),
         election_max_ms: cfg.election_max_ms,
+        cluster_name: cfg.cluster_name.clone(),
+        backup_dir: cfg.backup_dir.clone(),
+        backup_retain: cfg.backup_retain,
     });
     let admin_server = {
         let stop = stopped(stop_rx.clone());

@@ -164,6 +164,10 @@ enum Cmd {
     Member(MemberCmd),
     /// Build a snapshot now and compact the log behind it.
     Snapshot,
+    /// Write a verified backup archive to the leader's backup directory (the NAS).
+    Backup,
+    /// List the backups in the backup directory of the first admin endpoint.
+    Backups,
     /// Leadership.
     #[command(subcommand)]
     Leader(LeaderCmd),
@@ -744,6 +748,37 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
                 v.clone(),
                 format!("snapshot at index {}", v["snapshot_index"]),
             );
+        }
+        Cmd::Backup => {
+            let v = admin_json(admin(cli).leader("POST", "/backup", None).await?)?;
+            let m = &v["manifest"];
+            out(
+                v.clone(),
+                format!(
+                    "backup written and verified: {}\n  last index {} (term {}), {} movements, sha256 {}",
+                    v["path"].as_str().unwrap_or(""), m["last_index"], m["last_term"], m["movements"], m["sha256"].as_str().unwrap_or("")
+                ),
+            );
+        }
+        Cmd::Backups => {
+            let v = admin_json(admin(cli).any("GET", "/backups").await?)?;
+            let mut text = format!("in {}:", v["backup_dir"].as_str().unwrap_or(""));
+            for b in v["backups"].as_array().into_iter().flatten() {
+                match b["error"].as_str() {
+                    Some(e) => text.push_str(&format!(
+                        "\n  {}  UNREADABLE: {e}",
+                        b["path"].as_str().unwrap_or("")
+                    )),
+                    None => text.push_str(&format!(
+                        "\n  {}  index={} bytes={} movements={}",
+                        b["path"].as_str().unwrap_or(""),
+                        b["last_index"],
+                        b["bytes"],
+                        b["movements"]
+                    )),
+                }
+            }
+            out(v, text);
         }
         Cmd::Leader(LeaderCmd::Handoff { to }) => {
             let body = json!({ "to": to });

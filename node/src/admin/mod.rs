@@ -5,10 +5,12 @@
 //! - `health`: `/healthz`, `/readyz`
 //! - `status`: `/metrics`, `/cluster`
 //! - `membership`: `/members…`, `/leader/handoff`, `/snapshot`
+//! - `backups`: `/backup`, `/backups`
 //! - `auth`: the bearer-token check
 //! - `error`: the JSON error body and its status codes
 
 mod auth;
+mod backups;
 mod error;
 mod health;
 mod membership;
@@ -32,6 +34,9 @@ pub struct AdminState<E: Engine> {
     pub metrics: Arc<Metrics>,
     pub token: Option<String>,
     pub election_max_ms: u64,
+    pub cluster_name: String,
+    pub backup_dir: std::path::PathBuf,
+    pub backup_retain: usize,
 }
 
 pub fn router<E: Engine>(state: Arc<AdminState<E>>) -> Router {
@@ -41,6 +46,7 @@ pub fn router<E: Engine>(state: Arc<AdminState<E>>) -> Router {
         .route("/members/{id}", delete(membership::remove::<E>))
         .route("/leader/handoff", post(membership::handoff::<E>))
         .route("/snapshot", post(membership::snapshot::<E>))
+        .route("/backup", post(backups::backup::<E>))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_token::<E>,
@@ -50,6 +56,7 @@ pub fn router<E: Engine>(state: Arc<AdminState<E>>) -> Router {
         .route("/readyz", get(health::readyz::<E>))
         .route("/metrics", get(status::metrics::<E>))
         .route("/cluster", get(status::cluster::<E>))
+        .route("/backups", get(backups::list::<E>))
         .merge(mutating)
         .with_state(state)
 }

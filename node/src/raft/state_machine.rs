@@ -206,17 +206,25 @@ impl<E: Engine> StateMachine<E> {
     /// A digest of every state record: equal at equal applied indexes on every replica.
     pub fn digest(&self) -> (Option<LogId>, u64) {
         let st = self.read();
-        let mut h = crc32fast::Hasher::new();
-        for r in st.inventory.records() {
-            h.update(&serde_json::to_vec(&r).unwrap_or_default());
-        }
-        (st.last_applied, h.finalize() as u64)
+        (st.last_applied, digest_records(st.inventory.records()))
     }
 
     /// Time of the earliest open reservation deadline or idempotency expiry that has
     /// passed by `now_ms`, i.e. whether the leader should propose `ExpireDue`.
     pub fn expiry_due(&self, now_ms: u64) -> bool {
         self.read().inventory.expiry_due(now_ms)
+    }
+
+    /// A consistent dump of the applied state and the whole ledger. Under the read lock no
+    /// entry applies, so the two agree.
+    pub fn snapshot_body(&self) -> Result<SnapshotBody, StoreError> {
+        let st = self.read();
+        Ok(SnapshotBody {
+            last_applied: st.last_applied,
+            membership: st.membership.clone(),
+            records: st.inventory.records().collect(),
+            movements: self.all_movements()?,
+        })
     }
 
     fn record_snapshot(&self, event: SnapshotEvent, started: std::time::Instant) {
@@ -253,6 +261,15 @@ impl<E: Engine> StateMachine<E> {
     }
 }
 
+/// CRC-32 over the canonical JSON of each record, in order: the replica comparison digest.
+pub fn digest_records(records: impl IntoIterator<Item = Record>) -> u64 {
+    let mut h = crc32fast::Hasher::new();
+    for r in records {
+        h.update(&serde_json::to_vec(&r).unwrap_or_default());
+    }
+    h.finalize() as u64
+}
+
 fn decode_movement_key(key: &[u8]) -> (u64, u32) {
     let rev = key
         .get(1..9)
@@ -279,7 +296,7 @@ fn read_file(path: &Path) -> Result<Option<Vec<u8>>, StoreError> {
 }
 
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync of the directory.
-fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
     let io = |source| StoreError::Io {
         path: path.display().to_string(),
@@ -299,7 +316,10 @@ fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
 }
 
 /// Replaces the stored state and ledger with `body`, durably, in bounded batches.
-async fn rewrite_state<E: Engine>(engine: &E, body: &SnapshotBody) -> Result<(), StoreError> {
+pub(crate) async fn rewrite_state<E: Engine>(
+    engine: &E,
+    body: &SnapshotBody,
+) -> Result<(), StoreError> {
     let mut marker = Batch::default();
     marker.put(INSTALLING.to_vec(), frame::encode(&body.last_applied)?);
     engine.write(marker)?;
@@ -345,16 +365,7 @@ fn snapshot_meta(body: &SnapshotBody) -> SnapshotMeta<NodeId, super::NodeInfo> {
 impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
-        let body = {
-            // Under the read lock no entry applies, so state and ledger agree.
-            let st = self.read();
-            SnapshotBody {
-                last_applied: st.last_applied,
-                membership: st.membership.clone(),
-                records: st.inventory.records().collect(),
-                movements: self.all_movements().map_err(read_err)?,
-            }
-        };
+        let body = self.snapshot_body().map_err(read_err)?;
         // Everything applied up to the snapshot must be durable before the log behind it
         // may be purged.
         self.shared.engine.flush().await.map_err(write_err)?;

@@ -44,6 +44,15 @@ fn free_port() -> u16 {
 
 impl TestCluster {
     pub fn start(n: u64, extra_args: &[&str]) -> Self {
+        let mut c = Self::unstarted(n, extra_args);
+        for i in 0..c.nodes.len() {
+            c.spawn(i);
+        }
+        c
+    }
+
+    /// Nodes with addresses and data dirs, none running yet (for restore tests).
+    pub fn unstarted(n: u64, extra_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let nodes: Vec<TestNode> = (1..=n)
             .map(|id| TestNode {
@@ -66,16 +75,28 @@ impl TestCluster {
             })
             .collect::<Vec<_>>()
             .join(",");
-        let mut c = TestCluster {
+        TestCluster {
             nodes,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             members,
-        };
-        for i in 0..c.nodes.len() {
-            c.spawn(i);
         }
-        c
+    }
+
+    /// Runs `laundry-node restore` for node `i`; returns whether it succeeded and its output.
+    pub fn restore(&self, i: usize, archive: &std::path::Path) -> (bool, String) {
+        let out = Command::new(env!("CARGO_BIN_EXE_laundry-node"))
+            .args(["restore", "--from", archive.to_str().unwrap()])
+            .args(["--data-dir", self.nodes[i].data_dir.to_str().unwrap()])
+            .args(["--members", &self.members])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
     }
 
     pub fn spawn(&mut self, i: usize) {
