@@ -59,7 +59,7 @@ export LAUNDRY_ADMIN_TOKEN="${LAUNDRY_ADMIN_TOKEN:-dev-only-admin-token-change-m
 for id in 1 2 3; do
   "$bin_dir/laundry-node" --id "$id" --data-dir "$data/node-$id" \
     --client-addr "127.0.0.1:$((base + id))" --peer-addr "127.0.0.1:$((base + 100 + id))" \
-    --admin-addr "127.0.0.1:$((base + 200 + id))" \
+    --admin-addr "127.0.0.1:$((base + 200 + id))" --plaintext \
     --initial-members "$members" >>"$data/node-$id.log" 2>&1 &
   echo $! >"$data/node-$id.pid"
 done

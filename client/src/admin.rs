@@ -2,11 +2,16 @@
 //! hand-off. HTTP/1.1 with `Connection: close` over tokio TCP: the admin API is small,
 //! rarely called, and this keeps a full HTTP client stack out of every service binary.
 //! Leader-only calls follow the `leader_admin_addr` a follower names in its 503 answer.
+//! With a CA configured it speaks TLS (tokio-rustls) and verifies the node against it.
 
 use crate::ClientError;
 use serde_json::Value;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 
 /// Largest admin response read, so a misbehaving endpoint cannot exhaust memory.
 const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
@@ -28,11 +33,12 @@ impl AdminResponse {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AdminClient {
     pub endpoints: Vec<String>,
     pub token: Option<String>,
     pub timeout_ms: u64,
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl AdminClient {
@@ -41,7 +47,27 @@ impl AdminClient {
             endpoints,
             token,
             timeout_ms: 65_000,
+            tls: None,
         }
+    }
+
+    /// Speak TLS, trusting the CA in `tls`.
+    pub fn with_tls(mut self, tls: &crate::ClientTls) -> Result<Self, ClientError> {
+        let bad = |e: String| ClientError::Endpoint(format!("admin TLS: {e}"));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(&tls.ca_pem) {
+            roots
+                .add(cert.map_err(|e| bad(e.to_string()))?)
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| bad(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        self.tls = Some(Arc::new(cfg));
+        Ok(self)
     }
 
     /// One HTTP request to one endpoint.
@@ -56,30 +82,44 @@ impl AdminClient {
             attempts: 1,
             last: format!("{endpoint}: {e}"),
         };
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
         let fut = async {
-            let mut stream = tokio::net::TcpStream::connect(endpoint)
+            let tcp = tokio::net::TcpStream::connect(endpoint)
                 .await
                 .map_err(|e| unavailable(e.to_string()))?;
-            let body = body.map(|b| b.to_string()).unwrap_or_default();
-            let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {endpoint}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
-            if !body.is_empty() {
-                req.push_str("Content-Type: application/json\r\n");
+            let raw = match &self.tls {
+                None => exchange(tcp, req.as_bytes()).await,
+                Some(cfg) => {
+                    let host = endpoint
+                        .rsplit_once(':')
+                        .map(|(h, _)| h)
+                        .unwrap_or(endpoint);
+                    let name = ServerName::try_from(
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                    )
+                    .map_err(|e| unavailable(format!("TLS server name: {e}")))?;
+                    let stream = tokio_rustls::TlsConnector::from(cfg.clone())
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| unavailable(format!("TLS: {e}")))?;
+                    exchange(stream, req.as_bytes()).await
+                }
             }
-            if let Some(t) = &self.token {
-                req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-            }
-            req.push_str("\r\n");
-            req.push_str(&body);
-            stream
-                .write_all(req.as_bytes())
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
-            let mut raw = Vec::new();
-            stream
-                .take(MAX_RESPONSE_BYTES as u64 + 1)
-                .read_to_end(&mut raw)
-                .await
-                .map_err(|e| unavailable(e.to_string()))?;
+            .map_err(|e| unavailable(e.to_string()))?;
             if raw.len() > MAX_RESPONSE_BYTES {
                 return Err(unavailable(format!(
                     "response over {MAX_RESPONSE_BYTES} bytes"
@@ -142,6 +182,20 @@ impl AdminClient {
         }
         Err(last)
     }
+}
+
+/// Writes the request and reads the whole response (the server closes the connection).
+async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    req: &[u8],
+) -> std::io::Result<Vec<u8>> {
+    stream.write_all(req).await?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_RESPONSE_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .await?;
+    Ok(raw)
 }
 
 fn parse_response(raw: &[u8]) -> Option<AdminResponse> {

@@ -21,7 +21,26 @@ use laundry_proto::LEADER_ADDR_KEY;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// TLS toward the nodes: the CA that signed their certificates, and optionally a client
+/// certificate and key (PEM) for clusters that require one.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl ClientTls {
+    pub fn from_ca_file(path: &std::path::Path) -> Result<Self, ClientError> {
+        let ca_pem = std::fs::read(path)
+            .map_err(|e| ClientError::Endpoint(format!("CA file {}: {e}", path.display())))?;
+        Ok(ClientTls {
+            ca_pem,
+            identity: None,
+        })
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -33,11 +52,14 @@ pub struct ClientConfig {
     pub max_attempts: u32,
     pub backoff_initial_ms: u64,
     pub backoff_max_ms: u64,
+    /// `None`: plain text (the nodes must run with `--plaintext`).
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientConfig {
     fn default() -> Self {
         ClientConfig {
+            tls: None,
             attempt_timeout_ms: 3_000,
             total_timeout_ms: 20_000,
             max_attempts: 30,
@@ -60,14 +82,35 @@ struct Inner {
     preferred: Mutex<usize>,
 }
 
-fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, ClientError> {
-    let uri = if addr.starts_with("http://") || addr.starts_with("https://") {
-        addr.to_string()
-    } else {
-        format!("http://{addr}")
-    };
-    Ok(Endpoint::from_shared(uri)
-        .map_err(|_| ClientError::Endpoint(addr.to_string()))?
+fn channel(
+    addr: &str,
+    connect_timeout: Duration,
+    tls: Option<&ClientTls>,
+) -> Result<Channel, ClientError> {
+    let bare = addr
+        .trim_start_matches("http://")
+        .trim_start_matches("https://");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{bare}"))
+        .map_err(|_| ClientError::Endpoint(addr.to_string()))?;
+    if let Some(t) = tls {
+        let host = bare
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(bare)
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        let mut cfg = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&t.ca_pem))
+            .domain_name(host.to_string());
+        if let Some((cert, key)) = &t.identity {
+            cfg = cfg.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(cfg)
+            .map_err(|e| ClientError::Endpoint(format!("{addr}: TLS: {e}")))?;
+    }
+    Ok(endpoint
         .connect_timeout(connect_timeout)
         .tcp_nodelay(true)
         .connect_lazy())
@@ -112,7 +155,12 @@ impl Client {
         let connect = Duration::from_millis(config.attempt_timeout_ms.min(1_000));
         let eps = endpoints
             .iter()
-            .map(|e| Ok((e.as_ref().to_string(), channel(e.as_ref(), connect)?)))
+            .map(|e| {
+                Ok((
+                    e.as_ref().to_string(),
+                    channel(e.as_ref(), connect, config.tls.as_ref())?,
+                ))
+            })
             .collect::<Result<Vec<_>, ClientError>>()?;
         Ok(Client {
             inner: Arc::new(Inner {
@@ -182,7 +230,7 @@ impl Client {
                 return;
             }
             let connect = Duration::from_millis(self.inner.config.attempt_timeout_ms.min(1_000));
-            if let Ok(ch) = channel(addr, connect) {
+            if let Ok(ch) = channel(addr, connect, self.inner.config.tls.as_ref()) {
                 eps.push((addr.to_string(), ch));
                 *preferred = eps.len() - 1;
                 return;
@@ -288,6 +336,7 @@ impl Client {
         let ch = channel(
             endpoint,
             Duration::from_millis(self.inner.config.attempt_timeout_ms.min(1_000)),
+            self.inner.config.tls.as_ref(),
         )?;
         let mut req = tonic::Request::new(pb::NodeStatusRequest {});
         req.set_timeout(Duration::from_millis(self.inner.config.attempt_timeout_ms));

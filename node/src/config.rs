@@ -64,6 +64,19 @@ pub struct Args {
     /// Name recorded in backups and used in their file names.
     #[arg(long, env = "LAUNDRY_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
+    /// PEM certificate for all three ports (with SANs for every advertised address).
+    #[arg(long, env = "LAUNDRY_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "LAUNDRY_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that signs every node's certificate; peers must present one (mutual TLS).
+    #[arg(long, env = "LAUNDRY_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Run without TLS on every port. Required when no TLS files are given, so plain text
+    /// is always a choice, never an accident.
+    #[arg(long, env = "LAUNDRY_PLAINTEXT")]
+    pub plaintext: bool,
     /// TOML file with any of the settings above (snake_case keys); flags and env win.
     #[arg(long, env = "LAUNDRY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -88,6 +101,10 @@ struct FileConfig {
     backup_dir: Option<PathBuf>,
     backup_retain: Option<usize>,
     cluster_name: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    plaintext: Option<bool>,
     heartbeat_ms: Option<u64>,
     election_min_ms: Option<u64>,
     election_max_ms: Option<u64>,
@@ -105,6 +122,8 @@ pub struct NodeConfig {
     pub initial_members: BTreeMap<NodeId, NodeInfo>,
     pub snapshot_logs: u64,
     pub keep_logs: u64,
+    /// `None` only when plain text was chosen explicitly.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub backup_dir: PathBuf,
     pub backup_retain: usize,
     pub cluster_name: String,
@@ -223,8 +242,26 @@ impl NodeConfig {
                 "letters, digits and -_.:@ only, at most 128 bytes",
             ));
         }
+        let tls = match (
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+            args.tls_ca.or(file.tls_ca),
+            args.plaintext || file.plaintext.unwrap_or(false),
+        ) {
+            (Some(cert), Some(key), Some(ca), false) => Some(crate::tls::TlsFiles { cert, key, ca }),
+            (None, None, None, true) => None,
+            (None, None, None, false) => {
+                return Err(invalid(
+                    "tls",
+                    "no TLS configured: give --tls-cert, --tls-key and --tls-ca, or --plaintext to run unencrypted",
+                ))
+            }
+            (_, _, _, true) => return Err(invalid("tls", "--plaintext conflicts with TLS files")),
+            _ => return Err(invalid("tls", "--tls-cert, --tls-key and --tls-ca go together")),
+        };
         let cfg = NodeConfig {
             id,
+            tls,
             backup_dir: args
                 .backup_dir
                 .or(file.backup_dir)
@@ -351,6 +388,7 @@ mod tests {
         let args = Args {
             config: Some(path.clone()),
             snapshot_logs: Some(70),
+            plaintext: true,
             ..Default::default()
         };
         let cfg = NodeConfig::from_args(args).unwrap();
@@ -369,5 +407,41 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("id"));
+    }
+
+    #[test]
+    fn plain_text_must_be_chosen_and_tls_files_go_together() {
+        let base = Args {
+            id: Some(1),
+            ..Default::default()
+        };
+        let err = NodeConfig::from_args(base.clone()).unwrap_err().to_string();
+        assert!(err.contains("--plaintext"), "{err}");
+        let partial = Args {
+            tls_cert: Some("c.pem".into()),
+            ..base.clone()
+        };
+        assert!(NodeConfig::from_args(partial)
+            .unwrap_err()
+            .to_string()
+            .contains("go together"));
+        let both = Args {
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            tls_ca: Some("a".into()),
+            plaintext: true,
+            ..base.clone()
+        };
+        assert!(NodeConfig::from_args(both)
+            .unwrap_err()
+            .to_string()
+            .contains("conflicts"));
+        assert!(NodeConfig::from_args(Args {
+            plaintext: true,
+            ..base
+        })
+        .unwrap()
+        .tls
+        .is_none());
     }
 }

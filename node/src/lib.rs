@@ -10,3 +10,4 @@ pub mod node;
 pub mod raft;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -12,6 +12,7 @@ use crate::server::inventory::{propose_expiry, InventoryApi};
 use crate::server::metered::MeteredLayer;
 use crate::server::peer::PeerApi;
 use crate::storage::SledEngine;
+use crate::tls::{Tls, TlsListener};
 use anyhow::Context;
 use laundry_proto::raft::raft_service_client::RaftServiceClient;
 use laundry_proto::raft::raft_service_server::RaftServiceServer;
@@ -38,6 +39,15 @@ pub async fn run(
         SledEngine::open(&cfg.data_dir.join("db"))
             .with_context(|| format!("open storage in {}", cfg.data_dir.display()))?,
     );
+    let tls = match &cfg.tls {
+        Some(files) => Some(Arc::new(Tls::load(files).context("load TLS material")?)),
+        None => {
+            tracing::warn!(
+                "running without TLS (--plaintext): traffic on all ports is unencrypted"
+            );
+            None
+        }
+    };
     let metrics = Arc::new(Metrics::new());
     let sm = StateMachine::open(engine.clone(), &cfg.data_dir, metrics.clone())
         .await
@@ -58,7 +68,7 @@ pub async fn run(
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
-        NetworkFactory,
+        NetworkFactory { tls: tls.clone() },
         log,
         sm.clone(),
     )
@@ -87,14 +97,16 @@ pub async fn run(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let peer_server = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(peer)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(peer_listener),
-                stopped(stop_rx.clone()),
-            ),
-    );
+    let mut peer_builder = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        peer_builder = peer_builder
+            .tls_config(t.peer_port())
+            .context("peer port TLS")?;
+    }
+    let peer_server = tokio::spawn(peer_builder.add_service(peer).serve_with_incoming_shutdown(
+        TcpListenerStream::new(peer_listener),
+        stopped(stop_rx.clone()),
+    ));
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -110,8 +122,14 @@ pub async fn run(
         sm: sm.clone(),
         metrics: metrics.clone(),
     });
+    let mut client_builder = tonic::transport::Server::builder();
+    if let Some(t) = &tls {
+        client_builder = client_builder
+            .tls_config(t.client_port())
+            .context("client port TLS")?;
+    }
     let client_server = tokio::spawn(
-        tonic::transport::Server::builder()
+        client_builder
             .layer(MeteredLayer {
                 metrics: metrics.clone(),
             })
@@ -134,18 +152,34 @@ pub async fn run(
         cluster_name: cfg.cluster_name.clone(),
         backup_dir: cfg.backup_dir.clone(),
         backup_retain: cfg.backup_retain,
+        tls: tls.clone(),
     });
     let admin_server = {
         let stop = stopped(stop_rx.clone());
+        let router = crate::admin::router(admin_state);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            axum::serve(admin_listener, crate::admin::router(admin_state))
-                .with_graceful_shutdown(stop)
-                .await
+            match tls {
+                Some(t) => {
+                    let listener = TlsListener {
+                        tcp: admin_listener,
+                        acceptor: t.admin_acceptor(),
+                    };
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+                None => {
+                    axum::serve(admin_listener, router)
+                        .with_graceful_shutdown(stop)
+                        .await
+                }
+            }
         })
     };
 
     if !cfg.initial_members.is_empty() {
-        bootstrap(&raft, &cfg).await?;
+        bootstrap(&raft, &cfg, tls.as_deref()).await?;
     }
 
     // Count leader changes as this node observes them.
@@ -213,7 +247,7 @@ pub async fn run(
 /// Initializes a new cluster from `initial_members` on the member with the lowest id, unless
 /// this node already holds Raft state or any peer reports that it does (the cluster exists;
 /// this node was wiped or replaced and will be caught up by the leader instead).
-async fn bootstrap(raft: &Raft, cfg: &NodeConfig) -> anyhow::Result<()> {
+async fn bootstrap(raft: &Raft, cfg: &NodeConfig, tls: Option<&Tls>) -> anyhow::Result<()> {
     if raft.is_initialized().await? {
         return Ok(());
     }
@@ -230,7 +264,7 @@ async fn bootstrap(raft: &Raft, cfg: &NodeConfig) -> anyhow::Result<()> {
         return Ok(());
     }
     for (id, node) in cfg.initial_members.iter().filter(|(id, _)| **id != cfg.id) {
-        let Ok(channel) = peer_channel(&node.peer_addr) else {
+        let Ok(channel) = peer_channel(&node.peer_addr, tls) else {
             continue;
         };
         let mut client = RaftServiceClient::new(channel);

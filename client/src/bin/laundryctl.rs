@@ -3,7 +3,7 @@
 //! code (2 for bad usage or input, 1 for anything else).
 
 use clap::{Parser, Subcommand, ValueEnum};
-use laundry_client::{pb, AdminClient, Client, ClientConfig, ClientError};
+use laundry_client::{pb, AdminClient, Client, ClientConfig, ClientError, ClientTls};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use tokio_stream::StreamExt;
@@ -40,6 +40,9 @@ struct Cli {
         global = true
     )]
     token: Option<String>,
+    /// CA certificate (PEM) of the cluster: speak TLS to the client and admin ports.
+    #[arg(long, env = "LAUNDRY_CA", global = true)]
+    ca: Option<std::path::PathBuf>,
     /// Deadline of the whole command, retries included.
     #[arg(long, default_value_t = 20_000, global = true)]
     timeout_ms: u64,
@@ -324,8 +327,10 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
+    let tls = cli.ca.as_deref().map(ClientTls::from_ca_file).transpose()?;
     let config = ClientConfig {
         total_timeout_ms: cli.timeout_ms,
+        tls,
         ..ClientConfig::default()
     };
     let c = Client::new(&endpoints, config)?;
@@ -675,7 +680,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Cmd::Sample => sample(&c, cli).await?,
         Cmd::Cluster(ClusterCmd::Status) => {
-            let r = admin(cli).any("GET", "/cluster").await?;
+            let r = admin(cli)?.any("GET", "/cluster").await?;
             let v = admin_json(r)?;
             let mut text = format!(
                 "leader={} term={} last_log={} applied={} snapshot={} (seen from node {})",
@@ -711,7 +716,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             admin_addr,
         }) => {
             let body = json!({"id": id, "peer_addr": peer_addr, "client_addr": client_addr, "admin_addr": admin_addr});
-            let v = admin_json(admin(cli).leader("POST", "/members", Some(&body)).await?)?;
+            let v = admin_json(admin(cli)?.leader("POST", "/members", Some(&body)).await?)?;
             out(
                 v.clone(),
                 format!(
@@ -722,7 +727,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Cmd::Member(MemberCmd::Promote { id }) => {
             let v = admin_json(
-                admin(cli)
+                admin(cli)?
                     .leader("POST", &format!("/members/{id}/promote"), None)
                     .await?,
             )?;
@@ -733,7 +738,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         }
         Cmd::Member(MemberCmd::Remove { id }) => {
             let v = admin_json(
-                admin(cli)
+                admin(cli)?
                     .leader("DELETE", &format!("/members/{id}"), None)
                     .await?,
             )?;
@@ -743,14 +748,14 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             );
         }
         Cmd::Snapshot => {
-            let v = admin_json(admin(cli).leader("POST", "/snapshot", None).await?)?;
+            let v = admin_json(admin(cli)?.leader("POST", "/snapshot", None).await?)?;
             out(
                 v.clone(),
                 format!("snapshot at index {}", v["snapshot_index"]),
             );
         }
         Cmd::Backup => {
-            let v = admin_json(admin(cli).leader("POST", "/backup", None).await?)?;
+            let v = admin_json(admin(cli)?.leader("POST", "/backup", None).await?)?;
             let m = &v["manifest"];
             out(
                 v.clone(),
@@ -761,7 +766,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             );
         }
         Cmd::Backups => {
-            let v = admin_json(admin(cli).any("GET", "/backups").await?)?;
+            let v = admin_json(admin(cli)?.any("GET", "/backups").await?)?;
             let mut text = format!("in {}:", v["backup_dir"].as_str().unwrap_or(""));
             for b in v["backups"].as_array().into_iter().flatten() {
                 match b["error"].as_str() {
@@ -783,7 +788,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
         Cmd::Leader(LeaderCmd::Handoff { to }) => {
             let body = json!({ "to": to });
             let v = admin_json(
-                admin(cli)
+                admin(cli)?
                     .leader("POST", "/leader/handoff", Some(&body))
                     .await?,
             )?;
@@ -799,14 +804,18 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
     Ok(())
 }
 
-fn admin(cli: &Cli) -> AdminClient {
+fn admin(cli: &Cli) -> Result<AdminClient, ClientError> {
     let eps = cli
         .admin_endpoints
         .split(',')
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
         .collect();
-    AdminClient::new(eps, cli.token.clone())
+    let client = AdminClient::new(eps, cli.token.clone());
+    match cli.ca.as_deref() {
+        Some(ca) => client.with_tls(&ClientTls::from_ca_file(ca)?),
+        None => Ok(client),
+    }
 }
 
 /// The JSON body of a successful admin answer; an error status becomes a typed error.

@@ -221,7 +221,7 @@ pub async fn handoff<E: Engine>(
     let node = membership.get_node(&target).cloned().unwrap_or_default();
     state.raft.runtime_config().elect(false);
     let result = async {
-        let channel = peer_channel(&node.peer_addr)
+        let channel = peer_channel(&node.peer_addr, state.tls.as_deref())
             .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
         let mut req = tonic::Request::new(CampaignRequest {});
         req.set_timeout(Duration::from_secs(2));

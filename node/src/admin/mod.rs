@@ -37,6 +37,8 @@ pub struct AdminState<E: Engine> {
     pub cluster_name: String,
     pub backup_dir: std::path::PathBuf,
     pub backup_retain: usize,
+    /// For dialing peers (leader hand-off) over mutual TLS.
+    pub tls: Option<Arc<crate::tls::Tls>>,
 }
 
 pub fn router<E: Engine>(state: Arc<AdminState<E>>) -> Router {

@@ -4,6 +4,7 @@
 
 use super::codec;
 use super::{NodeId, NodeInfo, TypeConfig};
+use crate::tls::{host_of, Tls};
 use laundry_proto::raft::raft_service_client::RaftServiceClient;
 use laundry_proto::raft::RaftPayload;
 use openraft::error::{
@@ -15,20 +16,24 @@ use openraft::raft::{
     VoteRequest, VoteResponse,
 };
 use serde::{de::DeserializeOwned, Serialize};
+use std::sync::Arc;
 use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long to wait for a TCP connection to a peer.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
 
+/// Dials peers: plain text, or mutual TLS when the node has TLS material.
 #[derive(Clone, Default)]
-pub struct NetworkFactory;
+pub struct NetworkFactory {
+    pub tls: Option<Arc<Tls>>,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient::new(target, node)
+        PeerClient::new(target, node, self.tls.as_deref())
     }
 }
 
@@ -38,10 +43,18 @@ pub struct PeerClient {
     client: Result<RaftServiceClient<Channel>, String>,
 }
 
-/// Connects lazily to a peer's Raft transport at `addr` (host:port).
-pub fn peer_channel(addr: &str) -> Result<Channel, String> {
-    let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+/// Connects lazily to a peer's Raft transport at `addr` (host:port), over mutual TLS when
+/// `tls` is given.
+pub fn peer_channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, String> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}"))
+        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?;
+    if let Some(tls) = tls {
+        endpoint = endpoint
+            .tls_config(tls.peer_client(host_of(addr)))
+            .map_err(|e| format!("peer TLS for {addr}: {e}"))?;
+    }
+    let endpoint = endpoint
         .connect_timeout(Duration::from_millis(PEER_CONNECT_TIMEOUT_MS))
         .tcp_nodelay(true);
     Ok(endpoint.connect_lazy())
@@ -59,8 +72,8 @@ enum Rpc {
 struct Msg(String);
 
 impl PeerClient {
-    fn new(target: NodeId, node: &NodeInfo) -> Self {
-        let client = peer_channel(&node.peer_addr)
+    fn new(target: NodeId, node: &NodeInfo, tls: Option<&Tls>) -> Self {
+        let client = peer_channel(&node.peer_addr, tls)
             .map(|ch| RaftServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
         PeerClient { target, client }
     }

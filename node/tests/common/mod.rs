@@ -29,6 +29,10 @@ pub struct TestNode {
 
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
+    /// `--tls-cert … --tls-key … --tls-ca …`, or empty for `--plaintext`.
+    pub tls_args: Vec<String>,
+    /// What clients of a TLS cluster trust.
+    pub client_tls: Option<laundry_client::ClientTls>,
     dir: tempfile::TempDir,
     extra_args: Vec<String>,
     members: String,
@@ -77,10 +81,16 @@ impl TestCluster {
             .join(",");
         TestCluster {
             nodes,
+            tls_args: Vec::new(),
+            client_tls: None,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             members,
         }
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     /// Runs `laundry-node restore` for node `i`; returns whether it succeeded and its output.
@@ -120,6 +130,11 @@ impl TestCluster {
             .args(["--data-dir", n.data_dir.to_str().unwrap()])
             .args(["--client-addr", &n.client_addr, "--peer-addr", &n.peer_addr])
             .args(["--admin-addr", &n.admin_addr, "--admin-token", TOKEN])
+            .args(if self.tls_args.is_empty() {
+                vec!["--plaintext".to_string()]
+            } else {
+                self.tls_args.clone()
+            })
             .args(if n.founding {
                 vec!["--initial-members", self.members.as_str()]
             } else {
@@ -162,7 +177,11 @@ impl TestCluster {
     /// An admin client over every node's admin port, with the token.
     pub fn admin(&self) -> laundry_client::AdminClient {
         let eps = self.nodes.iter().map(|n| n.admin_addr.clone()).collect();
-        laundry_client::AdminClient::new(eps, Some(TOKEN.to_string()))
+        let admin = laundry_client::AdminClient::new(eps, Some(TOKEN.to_string()));
+        match &self.client_tls {
+            Some(t) => admin.with_tls(t).unwrap(),
+            None => admin,
+        }
     }
 
     /// SIGKILL: no shutdown path runs, exactly like a crash.
@@ -191,13 +210,18 @@ impl TestCluster {
     /// A client over every node, in node order (so it usually starts at a follower).
     pub fn client(&self) -> Client {
         let eps: Vec<String> = self.nodes.iter().map(|n| n.client_addr.clone()).collect();
-        Client::new(&eps, ClientConfig::default()).unwrap()
+        let cfg = ClientConfig {
+            tls: self.client_tls.clone(),
+            ..ClientConfig::default()
+        };
+        Client::new(&eps, cfg).unwrap()
     }
 
     /// A client bound to one node, for stale reads of that replica.
     pub fn client_of(&self, i: usize) -> Client {
         let cfg = ClientConfig {
             max_attempts: 1,
+            tls: self.client_tls.clone(),
             ..ClientConfig::default()
         };
         Client::new(&[self.nodes[i].client_addr.clone()], cfg).unwrap()

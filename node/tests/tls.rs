@@ -1,0 +1,168 @@
+//! TLS on every port and mutual TLS between peers: a cluster forms and serves over TLS;
+//! a plain-text client, a client that does not trust the node's CA, and a peer without a
+//! certificate from the cluster's CA are all refused.
+
+mod common;
+
+use common::*;
+use laundry_client::{pb, Client, ClientConfig, ClientTls};
+use laundry_proto::raft::raft_service_client::RaftServiceClient;
+use laundry_proto::raft::PeerStatusRequest;
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
+
+struct Ca {
+    pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    Ca {
+        pem: cert.pem(),
+        issuer: Issuer::new(params, key),
+    }
+}
+
+/// A certificate for 127.0.0.1/localhost signed by `ca`, written as `<name>.crt/.key`.
+fn leaf(ca: &Ca, dir: &Path, name: &str) -> (PathBuf, PathBuf, String, String) {
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &ca.issuer).unwrap();
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k, cert.pem(), key.serialize_pem())
+}
+
+async fn peer_status(
+    addr: &str,
+    ca_pem: &str,
+    identity: Option<(&str, &str)>,
+) -> Result<bool, String> {
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca_pem))
+        .domain_name("127.0.0.1");
+    if let Some((c, k)) = identity {
+        tls = tls.identity(Identity::from_pem(c, k));
+    }
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
+    let mut req = tonic::Request::new(PeerStatusRequest {});
+    req.set_timeout(Duration::from_secs(2));
+    RaftServiceClient::new(channel)
+        .peer_status(req)
+        .await
+        .map(|r| r.into_inner().initialized)
+        .map_err(|s| s.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_everywhere_and_peers_need_a_certificate_from_the_cluster_ca() {
+    let _serial = SERIAL.lock().await;
+    let mut cluster = TestCluster::unstarted(3, &[]);
+    let pki = cluster.dir().join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    let good = ca("laundry test CA");
+    let rogue = ca("rogue CA");
+    std::fs::write(pki.join("ca.crt"), &good.pem).unwrap();
+    let (cert, key, cert_pem, key_pem) = leaf(&good, &pki, "node");
+    let (_, _, rogue_cert, rogue_key) = leaf(&rogue, &pki, "rogue");
+    cluster.tls_args = vec![
+        "--tls-cert".into(),
+        cert.display().to_string(),
+        "--tls-key".into(),
+        key.display().to_string(),
+        "--tls-ca".into(),
+        pki.join("ca.crt").display().to_string(),
+    ];
+    cluster.client_tls = Some(ClientTls {
+        ca_pem: good.pem.clone().into_bytes(),
+        identity: None,
+    });
+    for i in 0..3 {
+        cluster.spawn(i);
+    }
+
+    // The cluster forms, which needs mutual TLS between peers in both directions.
+    cluster.wait_leader(Duration::from_secs(20)).await;
+    let client = cluster.client();
+    client.create_item(item("sku")).await.unwrap();
+    client.create_location(warehouse("w1")).await.unwrap();
+    client.receive(receive("sku", "w1", 4)).await.unwrap();
+    assert_eq!(on_hand(&client, "sku", "w1", false).await, 4);
+    cluster.wait_converged(Duration::from_secs(20)).await;
+
+    // Admin over TLS.
+    let status = cluster.admin().any("GET", "/cluster").await.unwrap();
+    assert_eq!(status.status, 200, "{}", status.body);
+
+    // A plain-text client, and a client trusting another CA, get nowhere.
+    let ep = vec![cluster.nodes[0].client_addr.clone()];
+    let quick = ClientConfig {
+        max_attempts: 2,
+        total_timeout_ms: 3_000,
+        ..ClientConfig::default()
+    };
+    let plain = Client::new(&ep, quick.clone()).unwrap();
+    let get = pb::GetStockRequest {
+        item: "sku".into(),
+        location: "w1".into(),
+        read: None,
+    };
+    assert!(
+        plain.get_stock(get.clone()).await.is_err(),
+        "plain text accepted on a TLS port"
+    );
+    let distrustful = ClientConfig {
+        tls: Some(ClientTls {
+            ca_pem: rogue.pem.clone().into_bytes(),
+            identity: None,
+        }),
+        ..quick
+    };
+    assert!(
+        Client::new(&ep, distrustful)
+            .unwrap()
+            .get_stock(get)
+            .await
+            .is_err(),
+        "an untrusted server certificate was accepted"
+    );
+
+    // The peer port: a certificate from the cluster CA is let in (control), none or a
+    // rogue one is refused in the handshake.
+    let peer = cluster.nodes[0].peer_addr.clone();
+    assert_eq!(
+        peer_status(&peer, &good.pem, Some((&cert_pem, &key_pem))).await,
+        Ok(true)
+    );
+    let no_cert = peer_status(&peer, &good.pem, None).await;
+    assert!(
+        no_cert.is_err(),
+        "peer without a client certificate accepted: {no_cert:?}"
+    );
+    let rogue_peer = peer_status(&peer, &good.pem, Some((&rogue_cert, &rogue_key))).await;
+    assert!(
+        rogue_peer.is_err(),
+        "peer with a rogue certificate accepted: {rogue_peer:?}"
+    );
+}
