@@ -3,7 +3,7 @@
 //! token (`auth`); with no token configured they are refused, never open.
 //!
 //! - `health`: `/healthz`, `/readyz`
-//! - `status`: `/metrics`, `/cluster`
+//! - `status`: `/metrics`, `/cluster`, `/movements/recent`, and `/` (the status page)
 //! - `membership`: `/members…`, `/leader/handoff`, `/snapshot`
 //! - `backups`: `/backup`, `/backups`
 //! - `auth`: the bearer-token check
@@ -57,7 +57,9 @@ pub fn router<E: Engine>(state: Arc<AdminState<E>>) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz::<E>))
         .route("/metrics", get(status::metrics::<E>))
+        .route("/", get(status::page))
         .route("/cluster", get(status::cluster::<E>))
+        .route("/movements/recent", get(status::recent_movements::<E>))
         .route("/backups", get(backups::list::<E>))
         .merge(mutating)
         .with_state(state)

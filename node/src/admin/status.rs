@@ -1,5 +1,6 @@
-//! `/metrics` (Prometheus exposition) and `/cluster` (JSON: members, roles, leader, term,
-//! indexes and per-follower lag as this node sees them).
+//! `/metrics` (Prometheus exposition), `/cluster` (JSON: members, roles, leader, term,
+//! indexes and per-follower lag as this node sees them), `/movements/recent` (this
+//! replica's newest ledger entries) and `/` (the status page that renders the last two).
 
 use super::AdminState;
 use crate::metrics::PeerLabels;
@@ -87,4 +88,35 @@ pub async fn cluster<E: Engine>(State(state): State<Arc<AdminState<E>>>) -> Json
         "members": members,
         "millis_since_quorum_ack": m.millis_since_quorum_ack,
     }))
+}
+
+/// The status page; see `page.html`.
+pub async fn page() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("page.html"))
+}
+
+#[derive(serde::Deserialize)]
+pub struct RecentQuery {
+    pub limit: Option<usize>,
+}
+
+/// Most movements `/movements/recent` returns.
+const MAX_RECENT: usize = 200;
+
+pub async fn recent_movements<E: Engine>(
+    State(state): State<Arc<AdminState<E>>>,
+    axum::extract::Query(q): axum::extract::Query<RecentQuery>,
+) -> Result<Json<Value>, super::error::AdminError> {
+    let limit = q.limit.unwrap_or(20).clamp(1, MAX_RECENT);
+    let movements = state.sm.recent_movements(limit).map_err(|e| {
+        super::error::AdminError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })?;
+    let rows: Vec<Value> = movements
+        .iter()
+        .map(|m| {
+            json!({ "revision": m.revision, "seq": m.seq, "kind": m.kind.as_str(), "item": m.item, "from": m.from,
+                "to": m.to, "quantity": m.quantity, "reference": m.reference, "time_ms": m.time_ms, "reservation_id": m.reservation })
+        })
+        .collect();
+    Ok(Json(json!({ "movements": rows })))
 }

@@ -203,6 +203,15 @@ impl<E: Engine> StateMachine<E> {
         Ok((out, more.then_some((rev, seq))))
     }
 
+    /// The newest `limit` movements of this replica's ledger, newest first.
+    pub fn recent_movements(&self, limit: usize) -> Result<Vec<Movement>, StoreError> {
+        let rows = self
+            .shared
+            .engine
+            .range_rev(keys::MOVEMENT_START, keys::MOVEMENT_END, limit)?;
+        rows.iter().map(|(k, v)| frame::decode(k, v)).collect()
+    }
+
     /// A digest of every state record: equal at equal applied indexes on every replica.
     pub fn digest(&self) -> (Option<LogId>, u64) {
         let st = self.read();

@@ -55,6 +55,8 @@ pub trait Engine: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
     /// Pairs with `start <= key < end`, in key order, at most `limit`.
     fn range(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, StoreError>;
+    /// Pairs with `start <= key < end`, in descending key order, at most `limit`.
+    fn range_rev(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, StoreError>;
     /// The greatest pair with `start <= key < end`.
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<KvPair>, StoreError>;
     fn write(&self, batch: Batch) -> Result<(), StoreError>;

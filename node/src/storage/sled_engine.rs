@@ -41,6 +41,15 @@ impl Engine for SledEngine {
         Ok(out)
     }
 
+    fn range_rev(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<KvPair>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.tree.range(start..end).rev().take(limit) {
+            let (k, v) = kv.map_err(err)?;
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn last_in(&self, start: &[u8], end: &[u8]) -> Result<Option<KvPair>, StoreError> {
         match self.tree.range(start..end).next_back() {
             Some(kv) => {
