@@ -42,6 +42,9 @@ impl ClientTls {
     }
 }
 
+/// Most endpoints a client learns (its own plus leader hints), so hints cannot grow it.
+const MAX_ENDPOINTS: usize = 64;
+
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Deadline of one attempt.
@@ -76,10 +79,14 @@ pub struct Client {
 
 struct Inner {
     config: ClientConfig,
-    /// Known endpoints (host:port) with a lazily connected channel each.
-    endpoints: Mutex<Vec<(String, Channel)>>,
-    /// Index into `endpoints` of the node believed to lead.
-    preferred: Mutex<usize>,
+    endpoints: Mutex<Endpoints>,
+}
+
+/// Known endpoints (host:port) with a lazily connected channel each, and the one believed
+/// to lead. One lock, so the list and the index never disagree.
+struct Endpoints {
+    list: Vec<(String, Channel)>,
+    preferred: usize,
 }
 
 fn channel(
@@ -165,8 +172,10 @@ impl Client {
         Ok(Client {
             inner: Arc::new(Inner {
                 config,
-                endpoints: Mutex::new(eps),
-                preferred: Mutex::new(0),
+                endpoints: Mutex::new(Endpoints {
+                    list: eps,
+                    preferred: 0,
+                }),
             }),
         })
     }
@@ -175,68 +184,50 @@ impl Client {
         &self.inner.config
     }
 
-    /// The endpoints known, the believed leader first.
-    pub fn endpoints(&self) -> Vec<String> {
-        let eps = self
-            .inner
+    fn lock(&self) -> std::sync::MutexGuard<'_, Endpoints> {
+        self.inner
             .endpoints
             .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let p = *self
-            .inner
-            .preferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut out: Vec<String> = eps.iter().map(|(a, _)| a.clone()).collect();
-        let n = out.len();
-        out.rotate_left(p % n.max(1));
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The endpoints known, the believed leader first.
+    pub fn endpoints(&self) -> Vec<String> {
+        let eps = self.lock();
+        let mut out: Vec<String> = eps.list.iter().map(|(a, _)| a.clone()).collect();
+        let n = out.len().max(1);
+        out.rotate_left(eps.preferred % n);
         out
     }
 
     fn current(&self) -> (usize, Channel) {
-        let eps = self
-            .inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let p = *self
-            .inner
-            .preferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            % eps.len();
-        (p, eps[p].1.clone())
+        let eps = self.lock();
+        let p = eps.preferred % eps.list.len();
+        (p, eps.list[p].1.clone())
     }
 
     /// Moves on after a failed attempt: to the hinted leader if the node named one,
     /// otherwise to the next endpoint.
     fn redirect(&self, failed: usize, hint: Option<&str>) {
-        let mut eps = self
-            .inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let mut preferred = self
-            .inner
-            .preferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        if *preferred != failed {
+        let mut eps = self.lock();
+        if eps.preferred != failed {
             return; // another call already moved on
         }
         if let Some(addr) = hint {
-            if let Some(i) = eps.iter().position(|(a, _)| a == addr) {
-                *preferred = i;
+            if let Some(i) = eps.list.iter().position(|(a, _)| a == addr) {
+                eps.preferred = i;
                 return;
             }
             let connect = Duration::from_millis(self.inner.config.attempt_timeout_ms.min(1_000));
-            if let Ok(ch) = channel(addr, connect, self.inner.config.tls.as_ref()) {
-                eps.push((addr.to_string(), ch));
-                *preferred = eps.len() - 1;
-                return;
+            if eps.list.len() < MAX_ENDPOINTS {
+                if let Ok(ch) = channel(addr, connect, self.inner.config.tls.as_ref()) {
+                    eps.list.push((addr.to_string(), ch));
+                    eps.preferred = eps.list.len() - 1;
+                    return;
+                }
             }
         }
-        *preferred = (failed + 1) % eps.len();
+        eps.preferred = (failed + 1) % eps.list.len();
     }
 
     /// Runs one RPC with leader discovery and bounded retries.
@@ -375,20 +366,12 @@ impl Client {
     }
 
     pub(crate) fn channel_at(&self, i: usize) -> Channel {
-        let eps = self
-            .inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        eps[i % eps.len()].1.clone()
+        let eps = self.lock();
+        eps.list[i % eps.list.len()].1.clone()
     }
 
     pub(crate) fn endpoint_count(&self) -> usize {
-        self.inner
-            .endpoints
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
+        self.lock().list.len()
     }
 }
 

@@ -52,6 +52,31 @@ fn not_leader<E: Engine>(state: &AdminState<E>) -> AdminError {
     }
 }
 
+/// The membership as this node has applied it.
+fn membership<E: Engine>(state: &AdminState<E>) -> openraft::Membership<NodeId, NodeInfo> {
+    state
+        .raft
+        .metrics()
+        .borrow()
+        .membership_config
+        .membership()
+        .clone()
+}
+
+fn require_member(
+    membership: &openraft::Membership<NodeId, NodeInfo>,
+    id: NodeId,
+    hint: &str,
+) -> Result<(), AdminError> {
+    match membership.get_node(&id) {
+        Some(_) => Ok(()),
+        None => Err(AdminError::new(
+            StatusCode::NOT_FOUND,
+            format!("node {id} is not a member{hint}"),
+        )),
+    }
+}
+
 fn require_leader<E: Engine>(state: &AdminState<E>) -> Result<(), AdminError> {
     if state.raft.metrics().borrow().current_leader == Some(state.node_id) {
         Ok(())
@@ -113,19 +138,8 @@ pub async fn promote<E: Engine>(
     Path(id): Path<NodeId>,
 ) -> Reply {
     require_leader(&state)?;
-    let membership = state
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
-    if membership.get_node(&id).is_none() {
-        return Err(AdminError::new(
-            StatusCode::NOT_FOUND,
-            format!("node {id} is not a member; add it as a learner first"),
-        ));
-    }
+    let membership = membership(&state);
+    require_member(&membership, id, "; add it as a learner first")?;
     if membership.voter_ids().any(|v| v == id) {
         return Err(AdminError::new(
             StatusCode::CONFLICT,
@@ -147,19 +161,8 @@ pub async fn remove<E: Engine>(
     Path(id): Path<NodeId>,
 ) -> Reply {
     require_leader(&state)?;
-    let membership = state
-        .raft
-        .metrics()
-        .borrow()
-        .membership_config
-        .membership()
-        .clone();
-    if membership.get_node(&id).is_none() {
-        return Err(AdminError::new(
-            StatusCode::NOT_FOUND,
-            format!("node {id} is not a member"),
-        ));
-    }
+    let membership = membership(&state);
+    require_member(&membership, id, "")?;
     let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
     let change = if voters.contains(&id) {
         if voters.len() == 1 {
