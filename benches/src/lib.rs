@@ -1,2 +1,233 @@
-//! Benchmarks and the load generator for Laundry List. Empty until the performance issue
-//! lands; the crate exists so the workspace has the layout the brief describes.
+//! Benchmarks and the load generator for Laundry List.
+//!
+//! - `benches/`: criterion micro-benchmarks (apply path, log append with group commit,
+//!   snapshot build/install, request codecs). `cargo bench -p laundry-benches`.
+//! - `laundry-bench` (`src/bin`): a closed-loop load generator against a running cluster.
+//!   This library holds its pieces that are worth testing: the operation mix and the
+//!   latency report.
+
+use hdrhistogram::Histogram;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The operations the load generator issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OpKind {
+    /// A single-line `Adjust` (write).
+    Adjust,
+    /// A `Transfer` between two warehouses (write).
+    Transfer,
+    /// `Reserve` then `CommitReservation` (two writes, timed together).
+    ReserveCommit,
+    /// `GetStock`, linearizable (read index on the leader).
+    Read,
+    /// `GetStock`, stale (any node's applied state).
+    StaleRead,
+}
+
+impl OpKind {
+    pub const ALL: [OpKind; 5] = [
+        OpKind::Adjust,
+        OpKind::Transfer,
+        OpKind::ReserveCommit,
+        OpKind::Read,
+        OpKind::StaleRead,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OpKind::Adjust => "adjust",
+            OpKind::Transfer => "transfer",
+            OpKind::ReserveCommit => "reserve+commit",
+            OpKind::Read => "read",
+            OpKind::StaleRead => "stale-read",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            OpKind::ReserveCommit => "reserve",
+            OpKind::StaleRead => "stale",
+            k => k.name(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("bad --mix {0:?}: expected e.g. adjust=40,transfer=30,reserve=10,read=15,stale=5")]
+pub struct MixError(pub String);
+
+/// Weighted operation mix.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mix {
+    weights: Vec<(OpKind, u32)>,
+    total: u32,
+}
+
+impl Mix {
+    pub fn parse(s: &str) -> Result<Self, MixError> {
+        let err = || MixError(s.to_string());
+        let mut weights = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, w) = part.split_once('=').ok_or_else(err)?;
+            let kind = OpKind::ALL
+                .into_iter()
+                .find(|o| o.key() == k.trim())
+                .ok_or_else(err)?;
+            let w: u32 = w.trim().parse().map_err(|_| err())?;
+            if w > 0 {
+                weights.push((kind, w));
+            }
+        }
+        let total = weights.iter().map(|(_, w)| w).sum();
+        if total == 0 {
+            return Err(err());
+        }
+        Ok(Mix { weights, total })
+    }
+
+    /// The operation for a uniformly random `r`.
+    pub fn pick(&self, r: u64) -> OpKind {
+        let mut x = (r % self.total as u64) as u32;
+        for (k, w) in &self.weights {
+            if x < *w {
+                return *k;
+            }
+            x -= w;
+        }
+        unreachable!("x < total")
+    }
+}
+
+/// Per-operation latency histograms (microseconds, 1 µs to 60 s, 3 significant digits)
+/// and error counts.
+#[derive(Default)]
+pub struct Report {
+    pub latency_us: BTreeMap<OpKind, Histogram<u64>>,
+    pub errors: BTreeMap<OpKind, u64>,
+}
+
+impl Report {
+    pub fn record(&mut self, kind: OpKind, latency: Duration, ok: bool) {
+        if !ok {
+            *self.errors.entry(kind).or_default() += 1;
+            return;
+        }
+        let h = self
+            .latency_us
+            .entry(kind)
+            .or_insert_with(|| Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"));
+        h.saturating_record(latency.as_micros().clamp(1, 60_000_000) as u64);
+    }
+
+    pub fn merge(&mut self, other: &Report) {
+        for (k, h) in &other.latency_us {
+            let mine = self.latency_us.entry(*k).or_insert_with(|| {
+                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+            });
+            mine.add(h).expect("same bounds");
+        }
+        for (k, e) in &other.errors {
+            *self.errors.entry(*k).or_default() += e;
+        }
+    }
+
+    /// All successful operations in one histogram.
+    pub fn total(&self) -> Histogram<u64> {
+        let mut all = Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+        for h in self.latency_us.values() {
+            all.add(h).expect("same bounds");
+        }
+        all
+    }
+
+    fn row(name: &str, h: &Histogram<u64>, errors: u64, secs: f64) -> serde_json::Value {
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        serde_json::json!({
+            "op": name, "ok": h.len(), "errors": errors, "ops_per_s": h.len() as f64 / secs,
+            "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999), "max_ms": h.max() as f64 / 1000.0,
+        })
+    }
+
+    /// Rows per operation plus a total, as JSON.
+    pub fn to_json(&self, elapsed: Duration) -> serde_json::Value {
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        let mut rows: Vec<serde_json::Value> = self
+            .latency_us
+            .iter()
+            .map(|(k, h)| Self::row(k.name(), h, self.errors.get(k).copied().unwrap_or(0), secs))
+            .collect();
+        rows.push(Self::row(
+            "total",
+            &self.total(),
+            self.errors.values().sum(),
+            secs,
+        ));
+        serde_json::Value::Array(rows)
+    }
+
+    /// A plain-text table of `to_json`.
+    pub fn table(&self, elapsed: Duration) -> String {
+        let mut out = format!(
+            "{:<15} {:>9} {:>7} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+            "op", "ok", "errors", "ops/s", "p50 ms", "p90 ms", "p99 ms", "p99.9", "max ms"
+        );
+        for r in self.to_json(elapsed).as_array().into_iter().flatten() {
+            out.push_str(&format!(
+                "{:<15} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
+                r["op"].as_str().unwrap_or(""),
+                r["ok"],
+                r["errors"],
+                r["ops_per_s"].as_f64().unwrap_or(0.0),
+                r["p50_ms"].as_f64().unwrap_or(0.0),
+                r["p90_ms"].as_f64().unwrap_or(0.0),
+                r["p99_ms"].as_f64().unwrap_or(0.0),
+                r["p999_ms"].as_f64().unwrap_or(0.0),
+                r["max_ms"].as_f64().unwrap_or(0.0),
+            ));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mix_parses_and_picks_in_proportion() {
+        let m = Mix::parse("adjust=3, read=1").unwrap();
+        let picks: Vec<OpKind> = (0..8).map(|r| m.pick(r)).collect();
+        assert_eq!(picks.iter().filter(|k| **k == OpKind::Adjust).count(), 6);
+        assert_eq!(picks.iter().filter(|k| **k == OpKind::Read).count(), 2);
+        for bad in ["", "adjust", "adjust=x", "bogus=1", "adjust=0"] {
+            assert!(Mix::parse(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn report_percentiles_and_errors() {
+        let mut a = Report::default();
+        for ms in 1..=100u64 {
+            a.record(OpKind::Adjust, Duration::from_millis(ms), true);
+        }
+        a.record(OpKind::Adjust, Duration::from_millis(1), false);
+        let mut b = Report::default();
+        b.record(OpKind::Read, Duration::from_millis(5), true);
+        a.merge(&b);
+        let rows = a.to_json(Duration::from_secs(1));
+        let adjust = &rows[0];
+        assert_eq!(adjust["ok"], 100);
+        assert_eq!(adjust["errors"], 1);
+        assert!(
+            (adjust["p50_ms"].as_f64().unwrap() - 50.0).abs() < 0.5,
+            "{adjust}"
+        );
+        assert!(
+            (adjust["p99_ms"].as_f64().unwrap() - 99.0).abs() < 0.5,
+            "{adjust}"
+        );
+        assert_eq!(rows.as_array().unwrap().last().unwrap()["ok"], 101);
+        assert!(a.table(Duration::from_secs(1)).contains("adjust"));
+    }
+}

@@ -1,0 +1,259 @@
+//! `laundry-bench`: a closed-loop load generator. N workers each keep one request in flight
+//! against a running cluster, drawing operations from a weighted mix, for a duration or an
+//! operation count; it prints throughput and latency percentiles (HDR histograms) and can
+//! write them as JSON. Every request and loop is bounded: by the deadline, the op budget and
+//! the client's own retry limits.
+
+use clap::Parser;
+use laundry_benches::{Mix, OpKind, Report};
+use laundry_client::{pb, Client, ClientConfig, ClientError, ClientTls};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Clone)]
+#[command(
+    name = "laundry-bench",
+    about = "Closed-loop load generator for a Laundry List cluster"
+)]
+struct Args {
+    /// Client endpoints, comma separated.
+    #[arg(
+        long,
+        env = "LAUNDRY_ENDPOINTS",
+        default_value = "127.0.0.1:7401,127.0.0.1:7402,127.0.0.1:7403"
+    )]
+    endpoints: String,
+    /// Concurrent workers, each with one request in flight.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Run for this long...
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// ...or stop after this many operations, whichever comes first.
+    #[arg(long)]
+    ops: Option<u64>,
+    /// Weighted operation mix.
+    #[arg(
+        long,
+        default_value = "adjust=40,transfer=30,reserve=10,read=15,stale=5"
+    )]
+    mix: String,
+    /// Distinct items the workload spreads over.
+    #[arg(long, default_value_t = 100)]
+    items: usize,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+    /// CA certificate for a TLS cluster.
+    #[arg(long, env = "LAUNDRY_CA")]
+    ca: Option<std::path::PathBuf>,
+}
+
+/// Upper bound on workers: more gives no more load on a 2-core machine, only noise.
+const MAX_CLIENTS: usize = 1024;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("laundry-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn xorshift(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}
+
+async fn setup(c: &Client, items: usize) -> Result<(), ClientError> {
+    let ok_if_exists = |r: Result<pb::WriteResponse, ClientError>| match r {
+        Ok(_) | Err(ClientError::AlreadyExists(_)) => Ok(()),
+        Err(e) => Err(e),
+    };
+    for w in ["bench-w0", "bench-w1"] {
+        ok_if_exists(
+            c.create_location(pb::CreateLocationRequest {
+                id: w.into(),
+                name: w.into(),
+                kind: pb::LocationKind::Warehouse as i32,
+                options: None,
+            })
+            .await,
+        )?;
+    }
+    for i in 0..items {
+        let id = format!("bench-{i}");
+        if c.create_item(pb::CreateItemRequest {
+            id: id.clone(),
+            name: id.clone(),
+            unit: "each".into(),
+            ..Default::default()
+        })
+        .await
+        .is_ok()
+        {
+            for w in ["bench-w0", "bench-w1"] {
+                c.receive(pb::ReceiveRequest {
+                    item: id.clone(),
+                    location: w.into(),
+                    quantity: 1_000_000_000,
+                    ..Default::default()
+                })
+                .await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn one(c: &Client, kind: OpKind, item: String, flip: bool) -> bool {
+    let (w0, w1) = if flip {
+        ("bench-w1", "bench-w0")
+    } else {
+        ("bench-w0", "bench-w1")
+    };
+    let stale = |s: bool| {
+        Some(pb::ReadOptions {
+            consistency: if s {
+                pb::Consistency::Stale
+            } else {
+                pb::Consistency::Linearizable
+            } as i32,
+        })
+    };
+    match kind {
+        OpKind::Adjust => c
+            .adjust(pb::AdjustRequest {
+                item,
+                location: w0.into(),
+                delta: if flip { 1 } else { -1 },
+                reason: "bench".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok(),
+        OpKind::Transfer => c
+            .transfer(pb::TransferRequest {
+                item,
+                from: w0.into(),
+                to: w1.into(),
+                quantity: 1,
+                ..Default::default()
+            })
+            .await
+            .is_ok(),
+        OpKind::ReserveCommit => {
+            let r = c
+                .reserve(pb::ReserveRequest {
+                    item,
+                    location: w0.into(),
+                    quantity: 1,
+                    ttl_ms: 60_000,
+                    ..Default::default()
+                })
+                .await;
+            match r.ok().and_then(|r| r.reservation_ids.first().cloned()) {
+                Some(id) => c
+                    .commit_reservation(pb::CommitReservationRequest {
+                        reservation_id: id,
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok(),
+                None => false,
+            }
+        }
+        OpKind::Read => c
+            .get_stock(pb::GetStockRequest {
+                item,
+                location: w0.into(),
+                read: stale(false),
+            })
+            .await
+            .is_ok(),
+        OpKind::StaleRead => c
+            .get_stock(pb::GetStockRequest {
+                item,
+                location: w0.into(),
+                read: stale(true),
+            })
+            .await
+            .is_ok(),
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let mix = Mix::parse(&args.mix)?;
+    if args.clients == 0 || args.clients > MAX_CLIENTS || args.items == 0 {
+        return Err(format!("--clients must be 1..={MAX_CLIENTS} and --items > 0").into());
+    }
+    let endpoints: Vec<String> = args
+        .endpoints
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
+    let tls = args
+        .ca
+        .as_deref()
+        .map(ClientTls::from_ca_file)
+        .transpose()?;
+    let client = Client::new(
+        &endpoints,
+        ClientConfig {
+            tls,
+            ..ClientConfig::default()
+        },
+    )?;
+    setup(&client, args.items).await?;
+
+    let budget = Arc::new(AtomicU64::new(args.ops.unwrap_or(u64::MAX)));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration_s);
+    let mut workers = Vec::with_capacity(args.clients);
+    for w in 0..args.clients {
+        let (client, mix, budget, items) =
+            (client.clone(), mix.clone(), budget.clone(), args.items);
+        workers.push(tokio::spawn(async move {
+            let mut report = Report::default();
+            let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((w as u64 + 1) * 0x2545_f491_4f6c_dd1d);
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                    .is_ok()
+            {
+                let r = xorshift(&mut rng);
+                let kind = mix.pick(r);
+                let item = format!("bench-{}", (r >> 20) as usize % items);
+                let t = Instant::now();
+                let ok = one(&client, kind, item, (r >> 40) & 1 == 1).await;
+                report.record(kind, t.elapsed(), ok);
+            }
+            report
+        }));
+    }
+    let mut report = Report::default();
+    for w in workers {
+        report.merge(&w.await?);
+    }
+    let elapsed = started.elapsed();
+    println!(
+        "laundry-bench: {} clients, mix {}, {:.1} s",
+        args.clients,
+        args.mix,
+        elapsed.as_secs_f64()
+    );
+    print!("{}", report.table(elapsed));
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({ "clients": args.clients, "mix": args.mix, "elapsed_s": elapsed.as_secs_f64(), "rows": report.to_json(elapsed) });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
+    }
+    Ok(())
+}
