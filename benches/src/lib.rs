@@ -176,8 +176,8 @@ impl Report {
             out.push_str(&format!(
                 "{:<15} {:>9} {:>7} {:>10.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}\n",
                 r["op"].as_str().unwrap_or(""),
-                r["ok"],
-                r["errors"],
+                r["ok"].as_u64().unwrap_or(0),
+                r["errors"].as_u64().unwrap_or(0),
                 r["ops_per_s"].as_f64().unwrap_or(0.0),
                 r["p50_ms"].as_f64().unwrap_or(0.0),
                 r["p90_ms"].as_f64().unwrap_or(0.0),

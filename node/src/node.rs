@@ -103,10 +103,11 @@ pub async fn run(
             .tls_config(t.peer_port())
             .context("peer port TLS")?;
     }
-    let peer_server = tokio::spawn(peer_builder.add_service(peer).serve_with_incoming_shutdown(
-        TcpListenerStream::new(peer_listener),
-        stopped(stop_rx.clone()),
-    ));
+    let peer_server = tokio::spawn(
+        peer_builder
+            .add_service(peer)
+            .serve_with_incoming_shutdown(nodelay(peer_listener), stopped(stop_rx.clone())),
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -136,10 +137,7 @@ pub async fn run(
             .add_service(health)
             .add_service(reflection)
             .add_service(InventoryServiceServer::from_arc(api.clone()))
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(client_listener),
-                stopped(stop_rx.clone()),
-            ),
+            .serve_with_incoming_shutdown(nodelay(client_listener), stopped(stop_rx.clone())),
     );
 
     let admin_state = Arc::new(AdminState {
@@ -242,6 +240,20 @@ pub async fn run(
         None => Ok(()),
         Some(reason) => Err(anyhow::anyhow!("raft stopped: {reason}")),
     }
+}
+
+/// Accepted connections with Nagle's algorithm off: gRPC writes headers, data and trailers
+/// separately, and Nagle holding the later small writes for the peer's delayed ACK adds
+/// ~40 ms to a response.
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use tokio_stream::StreamExt;
+    TcpListenerStream::new(listener).map(|conn| {
+        let conn = conn?;
+        conn.set_nodelay(true)?;
+        Ok(conn)
+    })
 }
 
 /// Initializes a new cluster from `initial_members` on the member with the lowest id, unless
