@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Loads ITEMS x LOCATIONS stock levels (default 100000 x 10 = one million) into a one-node
+# release cluster on loopback, stops it (SIGTERM), restarts it, and reports the time until
+# it serves a linearizable read and its resident memory then.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+items="${1:-100000}"
+locations="${2:-10}"
+cargo build --quiet --release -p laundry-node -p laundry-benches --bin laundry-node --bin laundry-load-levels --bin laundry-bench
+bin="${CARGO_TARGET_DIR:-target}/release"
+data=$(mktemp -d)
+trap 'kill $(cat "$data/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$data"' EXIT
+start() {
+  "$bin/laundry-node" --id 1 --data-dir "$data/node" --client-addr 127.0.0.1:19901 --peer-addr 127.0.0.1:19902 \
+    --admin-addr 127.0.0.1:19903 --plaintext --initial-members 1=127.0.0.1:19902/127.0.0.1:19901 >>"$data/node.log" 2>&1 &
+  echo $! >"$data/pid"
+}
+ready() {  # a linearizable read answers
+  "$bin/laundry-bench" --endpoints 127.0.0.1:19901 --clients 1 --ops 1 --items 1 --mix read=1 >/dev/null 2>&1
+}
+start
+for _ in $(seq 1 100); do ready && break; sleep 0.1; done
+"$bin/laundry-load-levels" --endpoints 127.0.0.1:19901 --items "$items" --locations "$locations"
+kill -TERM "$(cat "$data/pid")"; while kill -0 "$(cat "$data/pid")" 2>/dev/null; do sleep 0.1; done
+echo "on disk: $(du -sh "$data/node" | cut -f1)"
+t0=$(date +%s%N)
+start
+until ready; do
+  sleep 0.05
+  [ $(( ($(date +%s%N) - t0) / 1000000 )) -lt 60000 ] || { echo "not ready within 60 s" >&2; exit 1; }
+done
+t1=$(date +%s%N)
+rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$(cat "$data/pid")/status")
+echo "restart to first linearizable read: $(( (t1 - t0) / 1000000 )) ms; resident: $(( rss_kb / 1024 )) MiB"
