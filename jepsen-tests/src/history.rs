@@ -97,6 +97,21 @@ fn int(v: &serde_json::Value) -> Option<i64> {
     v.as_i64()
 }
 
+/// The write or CAS an invocation asks for; `None` when its value is malformed.
+fn mutation(inv: &Event) -> Option<RegOp> {
+    match inv.f {
+        F::Write => Some(RegOp::Write(int(&inv.value)?)),
+        F::Cas => {
+            let pair = inv.value.as_array().filter(|a| a.len() == 2)?;
+            Some(RegOp::Cas {
+                expect: int(&pair[0])?,
+                new: int(&pair[1])?,
+            })
+        }
+        F::Read => None,
+    }
+}
+
 /// Pairs invocations with completions. Failed operations are dropped (they did not
 /// happen); operations still in flight at the end count as indeterminate.
 pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
@@ -132,18 +147,7 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
                     } else {
                         Some(int(&e.value).ok_or_else(|| bad(index, e))?)
                     }),
-                    F::Write => RegOp::Write(int(&inv.value).ok_or_else(|| bad(inv_index, inv))?),
-                    F::Cas => {
-                        let pair = inv
-                            .value
-                            .as_array()
-                            .filter(|a| a.len() == 2)
-                            .ok_or_else(|| bad(inv_index, inv))?;
-                        RegOp::Cas {
-                            expect: int(&pair[0]).ok_or_else(|| bad(inv_index, inv))?,
-                            new: int(&pair[1]).ok_or_else(|| bad(inv_index, inv))?,
-                        }
-                    }
+                    F::Write | F::Cas => mutation(inv).ok_or_else(|| bad(inv_index, inv))?,
                 };
                 let complete_ns = (kind == EventType::Ok).then_some(e.time_ns);
                 out.push(Operation {
@@ -160,18 +164,7 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
     for (_, (index, inv)) in open {
         let op = match inv.f {
             F::Read => continue,
-            F::Write => RegOp::Write(int(&inv.value).ok_or_else(|| bad(index, inv))?),
-            F::Cas => {
-                let pair = inv
-                    .value
-                    .as_array()
-                    .filter(|a| a.len() == 2)
-                    .ok_or_else(|| bad(index, inv))?;
-                RegOp::Cas {
-                    expect: int(&pair[0]).ok_or_else(|| bad(index, inv))?,
-                    new: int(&pair[1]).ok_or_else(|| bad(index, inv))?,
-                }
-            }
+            F::Write | F::Cas => mutation(inv).ok_or_else(|| bad(index, inv))?,
         };
         out.push(Operation {
             index,
