@@ -39,6 +39,11 @@ struct Args {
         default_value = "adjust=40,transfer=30,reserve=10,read=15,stale=5"
     )]
     mix: String,
+    /// Open loop: issue this many operations per second in total, on a fixed schedule, and
+    /// measure each latency from its scheduled start (so a stall is not hidden by the
+    /// generator slowing down). Without it, the loop is closed.
+    #[arg(long)]
+    rate: Option<u64>,
     /// Distinct items the workload spreads over.
     #[arg(long, default_value_t = 100)]
     items: usize,
@@ -214,16 +219,29 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     )?;
     setup(&client, args.items).await?;
 
+    if args.rate == Some(0) {
+        return Err("--rate must be > 0".into());
+    }
+    // Per worker: one operation every `interval`, workers staggered across the interval.
+    let interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(args.clients as f64 / r as f64));
     let budget = Arc::new(AtomicU64::new(args.ops.unwrap_or(u64::MAX)));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut workers = Vec::with_capacity(args.clients);
     for w in 0..args.clients {
-        let (client, mix, budget, items) =
-            (client.clone(), mix.clone(), budget.clone(), args.items);
+        let (client, mix, budget, items, clients) = (
+            client.clone(),
+            mix.clone(),
+            budget.clone(),
+            args.items,
+            args.clients,
+        );
         workers.push(tokio::spawn(async move {
             let mut report = Report::default();
             let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((w as u64 + 1) * 0x2545_f491_4f6c_dd1d);
+            let mut next = interval.map(|i| started + i.mul_f64(w as f64 / clients as f64));
             while Instant::now() < deadline
                 && budget
                     .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
@@ -232,9 +250,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 let r = xorshift(&mut rng);
                 let kind = mix.pick(r);
                 let item = format!("bench-{}", (r >> 20) as usize % items);
-                let t = Instant::now();
+                let t = match next {
+                    Some(at) => {
+                        tokio::time::sleep_until(at.into()).await;
+                        at
+                    }
+                    None => Instant::now(),
+                };
                 let ok = one(&client, kind, item, (r >> 40) & 1 == 1).await;
                 report.record(kind, t.elapsed(), ok);
+                next = next.zip(interval).map(|(at, i)| at + i);
             }
             report
         }));
@@ -244,15 +269,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         report.merge(&w.await?);
     }
     let elapsed = started.elapsed();
+    let mode = match args.rate {
+        Some(r) => format!("open loop at {r} ops/s"),
+        None => "closed loop".to_string(),
+    };
     println!(
-        "laundry-bench: {} clients, mix {}, {:.1} s",
+        "laundry-bench: {} clients, {mode}, mix {}, {:.1} s",
         args.clients,
         args.mix,
         elapsed.as_secs_f64()
     );
     print!("{}", report.table(elapsed));
     if let Some(path) = &args.json {
-        let doc = serde_json::json!({ "clients": args.clients, "mix": args.mix, "elapsed_s": elapsed.as_secs_f64(), "rows": report.to_json(elapsed) });
+        let doc = serde_json::json!({ "clients": args.clients, "rate": args.rate, "mix": args.mix, "elapsed_s": elapsed.as_secs_f64(), "rows": report.to_json(elapsed) });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
     }
     Ok(())
