@@ -6,6 +6,11 @@
 //!   This library holds its pieces that are worth testing: the operation mix and the
 //!   latency report.
 
+/// Generated client for the etcd KV subset in `proto/etcd_kv.proto`.
+pub mod etcd {
+    tonic::include_proto!("etcdserverpb");
+}
+
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -17,6 +22,9 @@ pub enum OpKind {
     Adjust,
     /// A `Transfer` between two warehouses (write).
     Transfer,
+    /// An unconditional single-line write: `Adjust +1` on Laundry List, a blind `Put` on
+    /// etcd.
+    Put,
     /// `Reserve` then `CommitReservation` (two writes, timed together).
     ReserveCommit,
     /// `GetStock`, linearizable (read index on the leader).
@@ -26,9 +34,10 @@ pub enum OpKind {
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 5] = [
+    pub const ALL: [OpKind; 6] = [
         OpKind::Adjust,
         OpKind::Transfer,
+        OpKind::Put,
         OpKind::ReserveCommit,
         OpKind::Read,
         OpKind::StaleRead,
@@ -38,6 +47,7 @@ impl OpKind {
         match self {
             OpKind::Adjust => "adjust",
             OpKind::Transfer => "transfer",
+            OpKind::Put => "put",
             OpKind::ReserveCommit => "reserve+commit",
             OpKind::Read => "read",
             OpKind::StaleRead => "stale-read",
@@ -84,6 +94,15 @@ impl Mix {
             return Err(err());
         }
         Ok(Mix { weights, total })
+    }
+
+    /// The weight of `kind` in the mix (0 if absent).
+    pub fn weight(&self, kind: OpKind) -> u32 {
+        self.weights
+            .iter()
+            .filter(|(k, _)| *k == kind)
+            .map(|(_, w)| *w)
+            .sum()
     }
 
     /// The operation for a uniformly random `r`.

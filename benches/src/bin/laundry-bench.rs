@@ -5,6 +5,7 @@
 //! the client's own retry limits.
 
 use clap::Parser;
+use laundry_benches::etcd::{self, kv_client::KvClient};
 use laundry_benches::{Mix, OpKind, Report};
 use laundry_client::{pb, Client, ClientConfig, ClientError, ClientTls};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,6 +51,11 @@ struct Args {
     /// Write the report as JSON here.
     #[arg(long)]
     json: Option<std::path::PathBuf>,
+    /// What to load: `laundry` or `etcd` (the same workload as etcd KV operations:
+    /// adjust = read + compare-and-swap on the key's mod revision, put = blind put, read =
+    /// linearizable range, stale = serializable range).
+    #[arg(long, default_value = "laundry")]
+    target: String,
     /// CA certificate for a TLS cluster.
     #[arg(long, env = "LAUNDRY_CA")]
     ca: Option<std::path::PathBuf>,
@@ -75,6 +81,98 @@ fn xorshift(state: &mut u64) -> u64 {
     *state ^= *state >> 7;
     *state ^= *state << 17;
     *state
+}
+
+/// Where the load goes.
+#[derive(Clone)]
+enum Target {
+    Laundry(Client),
+    /// One client per etcd endpoint; worker `w` uses endpoint `w % n`.
+    Etcd(Vec<KvClient<tonic::transport::Channel>>),
+}
+
+/// Most compare-and-swap rounds one etcd conditional decrement may take.
+const MAX_CAS_ROUNDS: usize = 64;
+
+async fn etcd_setup(
+    kv: &mut KvClient<tonic::transport::Channel>,
+    items: usize,
+) -> Result<(), tonic::Status> {
+    for i in 0..items {
+        kv.put(etcd::PutRequest {
+            key: format!("bench-{i}").into_bytes(),
+            value: b"1000000000".to_vec(),
+        })
+        .await?;
+    }
+    Ok(())
+}
+
+async fn etcd_one(
+    kv: &mut KvClient<tonic::transport::Channel>,
+    kind: OpKind,
+    key: Vec<u8>,
+    r: u64,
+) -> bool {
+    match kind {
+        OpKind::Put => kv
+            .put(etcd::PutRequest {
+                key,
+                value: r.to_string().into_bytes(),
+            })
+            .await
+            .is_ok(),
+        OpKind::Read | OpKind::StaleRead => kv
+            .range(etcd::RangeRequest {
+                key,
+                serializable: kind == OpKind::StaleRead,
+                ..Default::default()
+            })
+            .await
+            .is_ok(),
+        // A conditional decrement: read the value and its mod revision, then write
+        // value - 1 only if the key is unchanged; retry on a lost race.
+        _ => {
+            for _ in 0..MAX_CAS_ROUNDS {
+                let Ok(got) = kv
+                    .range(etcd::RangeRequest {
+                        key: key.clone(),
+                        ..Default::default()
+                    })
+                    .await
+                else {
+                    return false;
+                };
+                let Some(cur) = got.into_inner().kvs.into_iter().next() else {
+                    return false;
+                };
+                let value: i64 = String::from_utf8_lossy(&cur.value).parse().unwrap_or(0);
+                let txn = etcd::TxnRequest {
+                    compare: vec![etcd::Compare {
+                        result: etcd::compare::CompareResult::Equal as i32,
+                        target: etcd::compare::CompareTarget::Mod as i32,
+                        key: key.clone(),
+                        target_union: Some(etcd::compare::TargetUnion::ModRevision(
+                            cur.mod_revision,
+                        )),
+                    }],
+                    success: vec![etcd::RequestOp {
+                        request: Some(etcd::request_op::Request::RequestPut(etcd::PutRequest {
+                            key: key.clone(),
+                            value: (value - 1).to_string().into_bytes(),
+                        })),
+                    }],
+                    failure: vec![],
+                };
+                match kv.txn(txn).await {
+                    Ok(resp) if resp.get_ref().succeeded => return true,
+                    Ok(_) => continue,
+                    Err(_) => return false,
+                }
+            }
+            false
+        }
+    }
 }
 
 async fn setup(c: &Client, items: usize) -> Result<(), ClientError> {
@@ -134,6 +232,16 @@ async fn one(c: &Client, kind: OpKind, item: String, flip: bool) -> bool {
         })
     };
     match kind {
+        OpKind::Put => c
+            .adjust(pb::AdjustRequest {
+                item,
+                location: w0.into(),
+                delta: 1,
+                reason: "bench".into(),
+                ..Default::default()
+            })
+            .await
+            .is_ok(),
         OpKind::Adjust => c
             .adjust(pb::AdjustRequest {
                 item,
@@ -210,15 +318,40 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .as_deref()
         .map(ClientTls::from_ca_file)
         .transpose()?;
-    let client = Client::new(
-        &endpoints,
-        ClientConfig {
-            tls,
-            ..ClientConfig::default()
-        },
-    )?;
-    setup(&client, args.items).await?;
-
+    let target = match args.target.as_str() {
+        "laundry" => {
+            let client = Client::new(
+                &endpoints,
+                ClientConfig {
+                    tls,
+                    ..ClientConfig::default()
+                },
+            )?;
+            setup(&client, args.items).await?;
+            Target::Laundry(client)
+        }
+        "etcd" => {
+            if let Some(k) = OpKind::ALL.into_iter().find(|k| {
+                matches!(k, OpKind::Transfer | OpKind::ReserveCommit) && mix.weight(*k) > 0
+            }) {
+                return Err(format!(
+                    "--target etcd supports adjust, put, read and stale, not {}",
+                    k.name()
+                )
+                .into());
+            }
+            let mut kvs = Vec::new();
+            for e in &endpoints {
+                let ch = tonic::transport::Endpoint::from_shared(format!("http://{e}"))?
+                    .tcp_nodelay(true)
+                    .connect_lazy();
+                kvs.push(KvClient::new(ch));
+            }
+            etcd_setup(&mut kvs[0], args.items).await?;
+            Target::Etcd(kvs)
+        }
+        other => return Err(format!("--target must be laundry or etcd, not {other:?}").into()),
+    };
     if args.rate == Some(0) {
         return Err("--rate must be > 0".into());
     }
@@ -231,8 +364,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let deadline = started + Duration::from_secs(args.duration_s);
     let mut workers = Vec::with_capacity(args.clients);
     for w in 0..args.clients {
-        let (client, mix, budget, items, clients) = (
-            client.clone(),
+        let (target, mix, budget, items, clients) = (
+            target.clone(),
             mix.clone(),
             budget.clone(),
             args.items,
@@ -257,7 +390,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     }
                     None => Instant::now(),
                 };
-                let ok = one(&client, kind, item, (r >> 40) & 1 == 1).await;
+                let ok = match &target {
+                    Target::Laundry(client) => one(client, kind, item, (r >> 40) & 1 == 1).await,
+                    Target::Etcd(kvs) => {
+                        let mut kv = kvs[w % kvs.len()].clone();
+                        etcd_one(&mut kv, kind, item.into_bytes(), r).await
+                    }
+                };
                 report.record(kind, t.elapsed(), ok);
                 next = next.zip(interval).map(|(at, i)| at + i);
             }
@@ -274,7 +413,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         None => "closed loop".to_string(),
     };
     println!(
-        "laundry-bench: {} clients, {mode}, mix {}, {:.1} s",
+        "laundry-bench: target {}, {} clients, {mode}, mix {}, {:.1} s",
+        args.target,
         args.clients,
         args.mix,
         elapsed.as_secs_f64()
