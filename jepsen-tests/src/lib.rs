@@ -6,7 +6,9 @@
 //! - `history`: the JSON-lines event log and pairing of invocations with completions.
 //! - `linearizability`: Wing–Gong search per key over a compare-and-set register.
 //! - `inventory`: the brief's rules over replica end states and acknowledged operations.
+//! - `hosts`: network-namespace test hosts on a bridge, made and torn down every run.
 
 pub mod history;
+pub mod hosts;
 pub mod inventory;
 pub mod linearizability;
