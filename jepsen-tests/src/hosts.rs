@@ -28,6 +28,8 @@ pub enum HostsError {
 pub struct Host {
     pub namespace: String,
     pub addr: Ipv4Addr,
+    /// The veth end on the control side, attached to the bridge.
+    pub veth: String,
 }
 
 #[derive(Debug)]
@@ -109,6 +111,7 @@ impl Hosts {
             hosts.hosts.push(Host {
                 namespace: ns.clone(),
                 addr,
+                veth: outside.clone(),
             });
             run(&[
                 "ip", "link", "add", &outside, "type", "veth", "peer", "name", &inside,
@@ -151,6 +154,15 @@ impl Hosts {
         self.torn_down = true;
         let mut first_error = None;
         for h in &self.hosts {
+            // Deleting one veth end removes the pair at once; deleting only the namespace
+            // would leave the kernel to free it later, asynchronously. A veth that is
+            // already gone (creation failed half-way) is not an error.
+            if let Err(e) = run(&["ip", "link", "del", &h.veth]) {
+                if !matches!(&e, HostsError::Command { stderr, .. } if stderr.contains("Cannot find device"))
+                {
+                    first_error.get_or_insert(e);
+                }
+            }
             if let Err(e) = run(&["ip", "netns", "del", &h.namespace]) {
                 first_error.get_or_insert(e);
             }

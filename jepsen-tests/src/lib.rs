@@ -7,7 +7,9 @@
 //! - `linearizability`: Wing–Gong search per key over a compare-and-set register.
 //! - `inventory`: the brief's rules over replica end states and acknowledged operations.
 //! - `hosts`: network-namespace test hosts on a bridge, made and torn down every run.
+//! - `campaign`: nodes in the hosts, the register workload, the kill nemesis, the history.
 
+pub mod campaign;
 pub mod history;
 pub mod hosts;
 pub mod inventory;
