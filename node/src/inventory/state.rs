@@ -316,14 +316,6 @@ impl Inventory {
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
     }
-    pub fn counts(&self) -> (usize, usize, usize, usize) {
-        (
-            self.items.len(),
-            self.locations.len(),
-            self.stock.len(),
-            self.reservations.len(),
-        )
-    }
 
     // ---- the one mutation ------------------------------------------------------------
 

@@ -8,7 +8,7 @@ use super::convert;
 use super::status::{self, invalid};
 use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
 use crate::metrics::Metrics;
-use crate::raft::state_machine::{StateMachine, WatchEvent};
+use crate::raft::state_machine::{AppliedState, StateMachine, WatchEvent};
 use crate::raft::{Raft, Request, Response};
 use crate::storage::Engine;
 use laundry_proto::v1 as pb;
@@ -131,11 +131,12 @@ impl<E: Engine> InventoryApi<E> {
         }
     }
 
-    fn header(&self) -> pb::ReadHeader {
-        let applied = self.sm.read().last_applied.map(|l| l.index).unwrap_or(0);
+    /// The header of a read served from `st`: taken from the same guard, so the applied
+    /// index is exactly the one the answer reflects.
+    fn header(&self, st: &AppliedState) -> pb::ReadHeader {
         pb::ReadHeader {
             node_id: self.node_id,
-            applied_index: applied,
+            applied_index: st.last_applied.map(|l| l.index).unwrap_or(0),
         }
     }
 }
@@ -168,8 +169,8 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
         let r = r.into_inner();
         check_ids(&[("id", &r.id)]).map_err(status::domain)?;
         self.read_barrier(r.read).await?;
-        let header = self.header();
         let st = self.sm.read();
+        let header = self.header(&st);
         let item = st
             .inventory
             .item(&r.id)
@@ -186,9 +187,9 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
     ) -> Result<GrpcResponse<pb::ListItemsResponse>, Status> {
         let r = r.into_inner();
         self.read_barrier(r.read).await?;
-        let header = self.header();
         let limit = convert::page_size(r.page_size);
         let st = self.sm.read();
+        let header = self.header(&st);
         let items: Vec<pb::Item> = st
             .inventory
             .items_after(&r.page_token, limit)
@@ -219,9 +220,9 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
     ) -> Result<GrpcResponse<pb::ListLocationsResponse>, Status> {
         let r = r.into_inner();
         self.read_barrier(r.read).await?;
-        let header = self.header();
         let limit = convert::page_size(r.page_size);
         let st = self.sm.read();
+        let header = self.header(&st);
         let locations: Vec<pb::Location> = st
             .inventory
             .locations_after(&r.page_token, limit)
@@ -295,8 +296,8 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
         let r = r.into_inner();
         check_ids(&[("id", &r.id)]).map_err(status::domain)?;
         self.read_barrier(r.read).await?;
-        let header = self.header();
         let st = self.sm.read();
+        let header = self.header(&st);
         let res = st
             .inventory
             .reservation(&r.id)
@@ -324,8 +325,8 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
             check_ids(&[("location", &r.location)]).map_err(status::domain)?;
         }
         self.read_barrier(r.read).await?;
-        let header = self.header();
         let st = self.sm.read();
+        let header = self.header(&st);
         let item = st
             .inventory
             .item(&r.item)
@@ -365,7 +366,7 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
         check_filters(&r.item, &r.location)?;
         let from = convert::parse_cursor(&r.page_token)?.unwrap_or((r.from_revision, 0));
         self.read_barrier(r.read).await?;
-        let header = self.header();
+        let header = self.header(&self.sm.read()); // a lower bound: the scan below may see later entries
         let (movements, next) = self
             .sm
             .movements(
