@@ -38,12 +38,32 @@ pub struct TestCluster {
     members: String,
 }
 
+/// A port that is free now and outside the kernel's ephemeral range. Binding port 0 would
+/// hand out an ephemeral port, which outgoing connections (clients, peers) also take their
+/// source ports from, so it could be gone by the time the node binds it.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32_768);
+    const LOW: u32 = 10_000;
+    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
+    // Start each test process somewhere different so concurrent test binaries rarely meet.
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + std::process::id() * 7_919 % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 impl TestCluster {
