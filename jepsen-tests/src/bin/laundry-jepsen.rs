@@ -73,10 +73,20 @@ fn hosts_check(n: usize) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         listeners.push(child);
     }
-    std::thread::sleep(Duration::from_millis(300));
-    let mut checked = 0;
+    // Wait (bounded) until every listener answers, rather than sleeping and hoping.
     let mut outcome = Ok(());
-    'outer: for i in 0..n {
+    for i in 0..n {
+        let target = format!("{}:{PROBE_PORT}", hosts.hosts[i].addr);
+        let deadline = std::time::Instant::now() + PROBE_TIMEOUT;
+        while outcome.is_ok() && probe_connect(&target).is_err() {
+            if std::time::Instant::now() > deadline {
+                outcome = Err(format!("host {i}'s probe listener never came up"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut checked = 0;
+    'outer: for i in (0..n).filter(|_| outcome.is_ok()) {
         let target = format!("{}:{PROBE_PORT}", hosts.hosts[i].addr);
         if let Err(e) = probe_connect(&target) {
             outcome = Err(format!("control -> host {i}: {e}"));
