@@ -136,8 +136,7 @@ async fn health_readiness_metrics_cluster_and_the_admin_token() {
     let cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_leader(ELECTION).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     client.receive(receive("sku", "w1", 3)).await.unwrap();
     let _ = client
         .ship(pb::ShipRequest {
@@ -261,8 +260,7 @@ async fn membership_changes_and_hand_off_under_write_load_lose_nothing() {
     let mut cluster = TestCluster::start(3, &[]);
     cluster.wait_leader(ELECTION).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicI64::new(0));
     let load = writer(client.clone(), stop.clone(), acked.clone());

@@ -23,8 +23,7 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     let cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_leader(Duration::from_secs(15)).await;
     let c = cluster.client();
-    c.create_item(item("sku")).await.unwrap();
-    c.create_location(warehouse("w1")).await.unwrap();
+    seed(&c).await;
     c.receive(receive("sku", "w1", 5)).await.unwrap();
     let before = cluster.wait_converged(Duration::from_secs(20)).await[0].state_digest;
 

@@ -17,8 +17,7 @@ async fn leader_kill_restart_and_full_cluster_restart_keep_every_acknowledged_wr
     let mut cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_leader(ELECTION).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     let mut acknowledged = 0;
     for _ in 0..20 {
         client.receive(receive("sku", "w1", 1)).await.unwrap();
@@ -63,8 +62,7 @@ async fn wiped_node_rejoins_by_snapshot_and_matches() {
     let mut cluster = TestCluster::start(3, &["--snapshot-logs", "20", "--keep-logs", "5"]);
     let leader = cluster.wait_leader(ELECTION).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     for _ in 0..60 {
         client.receive(receive("sku", "w1", 2)).await.unwrap();
     }
@@ -124,8 +122,7 @@ async fn retried_mutation_applies_once_across_a_leader_change() {
     let mut cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_leader(ELECTION).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     let mut req = receive("sku", "w1", 7);
     req.options = Some(pb::WriteOptions {
         idempotency_key: "order-42-line-1".into(),

@@ -105,8 +105,7 @@ async fn tls_everywhere_and_peers_need_a_certificate_from_the_cluster_ca() {
     // The cluster forms, which needs mutual TLS between peers in both directions.
     cluster.wait_leader(Duration::from_secs(20)).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     client.receive(receive("sku", "w1", 4)).await.unwrap();
     assert_eq!(on_hand(&client, "sku", "w1", false).await, 4);
     cluster.wait_converged(Duration::from_secs(20)).await;

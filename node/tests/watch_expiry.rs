@@ -15,8 +15,7 @@ async fn watch_resumes_across_a_node_kill_without_gaps_or_repeats() {
     let mut cluster = TestCluster::start(3, &[]);
     cluster.wait_leader(Duration::from_secs(15)).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     // The watch reads from node 1 first (the client's first endpoint).
     let mut watch = Box::pin(client.watch(1, "sku", ""));
     for _ in 0..10 {
@@ -70,8 +69,7 @@ async fn reservations_expire_by_replicated_command_on_every_replica() {
     let cluster = TestCluster::start(3, &[]);
     cluster.wait_leader(Duration::from_secs(15)).await;
     let client = cluster.client();
-    client.create_item(item("sku")).await.unwrap();
-    client.create_location(warehouse("w1")).await.unwrap();
+    seed(&client).await;
     client.receive(receive("sku", "w1", 10)).await.unwrap();
     let r = client
         .reserve(pb::ReserveRequest {

@@ -323,6 +323,12 @@ impl Drop for TestCluster {
     }
 }
 
+/// The setup most tests start from: item `sku` and warehouse `w1`.
+pub async fn seed(c: &Client) {
+    c.create_item(item("sku")).await.unwrap();
+    c.create_location(warehouse("w1")).await.unwrap();
+}
+
 pub fn item(id: &str) -> pb::CreateItemRequest {
     pb::CreateItemRequest {
         id: id.into(),
