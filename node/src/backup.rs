@@ -173,7 +173,7 @@ pub fn verify(path: &Path, bytes: &[u8]) -> Result<(Manifest, SnapshotBody), Bac
         detail: e,
     })?;
     if body.last_applied != manifest.last_applied
-        || digest_records(body.records.clone()) != manifest.state_digest
+        || digest_records(&body.records) != manifest.state_digest
     {
         return Err(BackupError::Snapshot {
             path: p(),
@@ -208,7 +208,7 @@ pub fn write(
         membership: body.membership.clone(),
         snapshot_bytes: snap.len() as u64,
         sha256: sha256_hex(&snap),
-        state_digest: digest_records(body.records.clone()),
+        state_digest: digest_records(&body.records),
         movements: body.movements.len() as u64,
         created_ms: now_ms,
     };

@@ -51,6 +51,8 @@ pub struct AppliedState {
 
 struct Shared<E: Engine> {
     engine: Arc<E>,
+    /// Last computed state digest and the applied log id it was computed at.
+    digest_cache: std::sync::Mutex<Option<(Option<LogId>, u64)>>,
     metrics: Arc<Metrics>,
     state: RwLock<AppliedState>,
     events: broadcast::Sender<WatchEvent>,
@@ -132,6 +134,7 @@ impl<E: Engine> StateMachine<E> {
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 engine,
+                digest_cache: std::sync::Mutex::new(None),
                 metrics,
                 state,
                 events,
@@ -213,9 +216,24 @@ impl<E: Engine> StateMachine<E> {
     }
 
     /// A digest of every state record: equal at equal applied indexes on every replica.
+    ///
+    /// O(state) under the read lock (applies wait), so it is cached per applied log id:
+    /// repeated polls of an idle node cost nothing. For comparing replicas, not monitoring.
     pub fn digest(&self) -> (Option<LogId>, u64) {
         let st = self.read();
-        (st.last_applied, digest_records(st.inventory.records()))
+        let mut cache = self
+            .shared
+            .digest_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((at, d)) = *cache {
+            if at == st.last_applied {
+                return (at, d);
+            }
+        }
+        let d = digest_records(st.inventory.records());
+        *cache = Some((st.last_applied, d));
+        (st.last_applied, d)
     }
 
     /// Time of the earliest open reservation deadline or idempotency expiry that has
@@ -271,10 +289,10 @@ impl<E: Engine> StateMachine<E> {
 }
 
 /// CRC-32 over the canonical JSON of each record, in order: the replica comparison digest.
-pub fn digest_records(records: impl IntoIterator<Item = Record>) -> u64 {
+pub fn digest_records<R: std::borrow::Borrow<Record>>(records: impl IntoIterator<Item = R>) -> u64 {
     let mut h = crc32fast::Hasher::new();
     for r in records {
-        h.update(&serde_json::to_vec(&r).unwrap_or_default());
+        h.update(&serde_json::to_vec(r.borrow()).unwrap_or_default());
     }
     h.finalize() as u64
 }
