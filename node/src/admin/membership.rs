@@ -124,7 +124,7 @@ pub async fn add_learner<E: Engine>(
     .map_err(|_| {
         AdminError::new(
             StatusCode::GATEWAY_TIMEOUT,
-            "the learner did not catch up in time; it stays a learner",
+            "adding the learner did not finish within 60 s: it may have been added and still be catching up; check GET /cluster before retrying",
         )
     })??;
     tracing::info!(learner = req.id, "added learner");

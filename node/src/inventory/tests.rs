@@ -5,7 +5,7 @@
 
 use super::*;
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 fn ctx(revision: u64, time_ms: u64) -> ApplyCtx {
     ApplyCtx {
@@ -968,13 +968,11 @@ proptest! {
     #[test]
     fn failed_commands_touch_no_key(steps in prop::collection::vec(arb_step(), 1..40)) {
         let mut inv = Inventory::genesis();
-        let mut seen = BTreeSet::new();
         for (i, step) in steps.iter().enumerate() {
             let applied = inv.apply(&step.cmd, &ctx(i as u64 + 1, 0));
+            // The mirror check in `every_rule_holds_after_every_step` covers successes.
             if applied.result.is_err() {
                 prop_assert!(applied.touched.is_empty());
-            } else {
-                seen.extend(applied.touched);
             }
         }
     }
