@@ -13,7 +13,7 @@ mod error;
 mod watch;
 
 pub use admin::{AdminClient, AdminResponse};
-pub use error::ClientError;
+pub use error::{ClientError, Rejection};
 pub use laundry_proto::v1 as pb;
 
 use laundry_proto::v1::inventory_service_client::InventoryServiceClient;

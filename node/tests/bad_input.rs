@@ -17,6 +17,17 @@ fn code(r: Result<pb::WriteResponse, ClientError>) -> Code {
     }
 }
 
+/// The refusal's code and the stable reason name the node sent with it.
+fn reason(r: Result<pb::WriteResponse, ClientError>) -> (Code, String) {
+    match r {
+        Ok(w) => panic!("accepted: {w:?}"),
+        Err(e) => (
+            e.code(),
+            e.rejection().map(|r| r.reason.clone()).unwrap_or_default(),
+        ),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     let _serial = SERIAL.lock().await;
@@ -117,12 +128,12 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
 
     // NOT_FOUND: unknown items, locations, reservations.
     assert_eq!(
-        code(c.receive(receive("nope", "w1", 1)).await),
-        Code::NotFound
+        reason(c.receive(receive("nope", "w1", 1)).await),
+        (Code::NotFound, "item_not_found".into())
     );
     assert_eq!(
-        code(c.receive(receive("sku", "nowhere", 1)).await),
-        Code::NotFound
+        reason(c.receive(receive("sku", "nowhere", 1)).await),
+        (Code::NotFound, "location_not_found".into())
     );
     let commit = pb::CommitReservationRequest {
         reservation_id: "r-none".into(),
@@ -136,7 +147,10 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     assert_eq!(c.get_stock(get).await.unwrap_err().code(), Code::NotFound);
 
     // ALREADY_EXISTS: duplicates.
-    assert_eq!(code(c.create_item(item("sku")).await), Code::AlreadyExists);
+    assert_eq!(
+        reason(c.create_item(item("sku")).await),
+        (Code::AlreadyExists, "item_exists".into())
+    );
     assert_eq!(
         code(c.create_location(warehouse("w1")).await),
         Code::AlreadyExists
@@ -149,7 +163,10 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
         quantity: 6,
         ..Default::default()
     };
-    assert_eq!(code(c.ship(ship).await), Code::FailedPrecondition);
+    assert_eq!(
+        reason(c.ship(ship).await),
+        (Code::FailedPrecondition, "insufficient_stock".into())
+    );
     let mut guarded = receive("sku", "w1", 1);
     guarded.options = Some(pb::WriteOptions {
         idempotency_key: String::new(),
@@ -159,7 +176,10 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
             expect: Some(pb::condition::Expect::OnHand(4)),
         }],
     });
-    assert_eq!(code(c.receive(guarded).await), Code::FailedPrecondition);
+    assert_eq!(
+        reason(c.receive(guarded).await),
+        (Code::FailedPrecondition, "condition_failed".into())
+    );
     let half_good = pb::BatchRequest {
         options: None,
         operations: vec![
@@ -184,7 +204,10 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
         to: "w1".into(),
         ..Default::default()
     };
-    assert_eq!(code(c.ship(to_real).await), Code::FailedPrecondition);
+    assert_eq!(
+        reason(c.ship(to_real).await),
+        (Code::FailedPrecondition, "wrong_location_kind".into())
+    );
 
     // UNAVAILABLE with a leader hint from a follower.
     let follower = (0..3).find(|i| cluster.nodes[*i].id != leader).unwrap();

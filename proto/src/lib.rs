@@ -15,3 +15,7 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("laun
 /// Trailer keys of the leader hint on a follower's UNAVAILABLE answer.
 pub const LEADER_ID_KEY: &str = "x-laundry-leader-id";
 pub const LEADER_ADDR_KEY: &str = "x-laundry-leader-addr";
+/// Trailer key of the stable reason of a refusal (`insufficient_stock`, `item_not_found`...),
+/// next to the status code, so clients can tell refusals of one code apart without parsing
+/// the message.
+pub const REASON_KEY: &str = "x-laundry-reason";

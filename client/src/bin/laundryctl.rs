@@ -353,7 +353,7 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             let mut attributes = BTreeMap::new();
             for a in attrs {
                 let (k, v) = a.split_once('=').ok_or_else(|| {
-                    ClientError::InvalidArgument(format!("--attr {a:?}: expected KEY=VALUE"))
+                    ClientError::InvalidArgument(format!("--attr {a:?}: expected KEY=VALUE").into())
                 })?;
                 attributes.insert(k.to_string(), v.to_string());
             }
@@ -824,13 +824,13 @@ fn admin_json(r: laundry_client::AdminResponse) -> Result<Value, ClientError> {
     let message = v["error"].as_str().unwrap_or(&r.body).to_string();
     match r.status {
         200..=299 => Ok(v),
-        400 => Err(ClientError::InvalidArgument(message)),
+        400 => Err(ClientError::InvalidArgument(message.into())),
         401 | 403 => Err(ClientError::Server {
             code: tonic::Code::PermissionDenied,
             message,
         }),
-        404 => Err(ClientError::NotFound(message)),
-        409 => Err(ClientError::FailedPrecondition(message)),
+        404 => Err(ClientError::NotFound(message.into())),
+        409 => Err(ClientError::FailedPrecondition(message.into())),
         503 => Err(ClientError::Unavailable {
             attempts: 1,
             last: message,

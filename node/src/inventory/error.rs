@@ -78,6 +78,31 @@ impl DomainError {
         }
     }
 
+    /// A stable machine-readable name of the refusal (snake_case), sent to clients next to
+    /// the status code so an HTTP front can give each its own problem type. Never renamed:
+    /// clients match on it.
+    pub fn reason(&self) -> &'static str {
+        use DomainError::*;
+        match self {
+            Invalid { .. } => "invalid",
+            TooLarge { .. } => "too_large",
+            ItemNotFound(_) => "item_not_found",
+            LocationNotFound(_) => "location_not_found",
+            ReservationNotFound(_) => "reservation_not_found",
+            ItemExists(_) => "item_exists",
+            LocationExists(_) => "location_exists",
+            ReservationExists(_) => "reservation_exists",
+            InsufficientStock { .. } => "insufficient_stock",
+            WrongLocationKind { .. } => "wrong_location_kind",
+            ConditionFailed { .. } => "condition_failed",
+            ReservationEnded { .. } => "reservation_ended",
+            ReservationExpired { .. } => "reservation_expired",
+            Overflow { .. } => "overflow",
+            IdempotencyKeyReused(_) => "idempotency_key_reused",
+            InBatch { source, .. } => source.reason(),
+        }
+    }
+
     pub fn class(&self) -> ErrorClass {
         use DomainError::*;
         match self {

@@ -3,7 +3,7 @@
 
 use crate::inventory::{DomainError, ErrorClass};
 use crate::raft::{NodeId, NodeInfo};
-use laundry_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY};
+use laundry_proto::{LEADER_ADDR_KEY, LEADER_ID_KEY, REASON_KEY};
 use tonic::{Code, Status};
 
 pub fn domain(e: DomainError) -> Status {
@@ -14,7 +14,12 @@ pub fn domain(e: DomainError) -> Status {
         ErrorClass::FailedPrecondition => Code::FailedPrecondition,
         ErrorClass::ResourceExhausted => Code::ResourceExhausted,
     };
-    Status::new(code, e.to_string())
+    let mut status = Status::new(code, e.to_string());
+    status.metadata_mut().insert(
+        REASON_KEY,
+        tonic::metadata::MetadataValue::from_static(e.reason()),
+    );
+    status
 }
 
 /// UNAVAILABLE with the leader's id and client address when known.
@@ -34,5 +39,10 @@ pub fn not_leader(leader_id: Option<NodeId>, leader: Option<NodeInfo>) -> Status
 }
 
 pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
-    Status::invalid_argument(format!("invalid {field}: {reason}"))
+    let mut status = Status::invalid_argument(format!("invalid {field}: {reason}"));
+    status.metadata_mut().insert(
+        REASON_KEY,
+        tonic::metadata::MetadataValue::from_static("invalid"),
+    );
+    status
 }
