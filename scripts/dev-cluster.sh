@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts a local 3-node Laundry List cluster: three laundry-node processes on loopback,
-# data under ./laundry-data (or $LAUNDRY_DEV_DATA), loads the sample inventory and prints
-# where to reach it. Stays in the foreground until Ctrl-C, then stops the nodes.
+# data under ./laundry-data (or $LAUNDRY_DEV_DATA), and one laundry-api (the REST front)
+# in front of them; loads the sample inventory and prints where to reach it. Stays in the foreground until Ctrl-C, then stops the nodes.
 #
 #   scripts/dev-cluster.sh            # start, load sample, wait for Ctrl-C
 #   scripts/dev-cluster.sh --detach   # start, load sample, return (nodes keep running)
@@ -9,7 +9,8 @@
 #   scripts/dev-cluster.sh --wipe     # delete the data directory first
 #
 # Environment: LAUNDRY_DEV_DATA (data dir), LAUNDRY_PROFILE (dev|release, default dev),
-# LAUNDRY_DEV_BASE_PORT (default 7400: clients 7401-7403, peers 7501-7503, admin 7601-7603),
+# LAUNDRY_DEV_BASE_PORT (default 7400: clients 7401-7403, peers 7501-7503, admin 7601-7603,
+# REST API 7480),
 # LAUNDRY_ADMIN_TOKEN (default: a fixed development token; set your own anywhere else).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ bin_dir="$target_dir/debug"
 [ "$profile" = release ] && bin_dir="$target_dir/release"
 
 stop_nodes() {
-  for pidfile in "$data"/node-*.pid; do
+  for pidfile in "$data"/api.pid "$data"/node-*.pid; do
     [ -e "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     kill -TERM "$pid" 2>/dev/null || true
@@ -38,13 +39,13 @@ for arg in "$@"; do
     stop) stop_nodes; echo "stopped the cluster in $data"; exit 0 ;;
     --detach) detach=1 ;;
     --wipe) stop_nodes; rm -rf "$data" ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (see --help)" >&2; exit 2 ;;
   esac
 done
 
-echo "building laundry-node and laundryctl ($profile profile)..."
-cargo build --quiet --profile "$profile" -p laundry-node -p laundry-client --bins
+echo "building laundry-node, laundry-api and laundryctl ($profile profile)..."
+cargo build --quiet --profile "$profile" -p laundry-node -p laundry-client -p laundry-api --bins
 
 mkdir -p "$data"
 stop_nodes
@@ -63,6 +64,10 @@ for id in 1 2 3; do
     --initial-members "$members" >>"$data/node-$id.log" 2>&1 &
   echo $! >"$data/node-$id.pid"
 done
+
+LAUNDRY_API_LISTEN="127.0.0.1:$((base + 80))" LAUNDRY_API_STORE_ENDPOINTS="$endpoints" \
+  LAUNDRY_API_STORE_PLAINTEXT=true "$bin_dir/laundry-api" >>"$data/api.log" 2>&1 &
+echo $! >"$data/api.pid"
 
 if [ "$detach" = 0 ]; then
   trap 'echo; echo "stopping..."; stop_nodes; exit 0' INT TERM
@@ -89,8 +94,9 @@ Laundry List is running: 3 nodes, data in $data
   client (gRPC) endpoints: $endpoints
   peer (Raft) ports:       $((base + 101))-$((base + 103))
   admin (HTTP) endpoints:  $admin_endpoints   (token: \$LAUNDRY_ADMIN_TOKEN)
+  REST API:                http://127.0.0.1:$((base + 80))/v1/items   (OpenAPI: /openapi.json)
   metrics:                 curl http://127.0.0.1:$((base + 201))/metrics
-  logs:                    $data/node-{1,2,3}.log
+  logs:                    $data/node-{1,2,3}.log, $data/api.log
 Try:
   export LAUNDRY_ENDPOINTS=$endpoints LAUNDRY_ADMIN_ENDPOINTS=$admin_endpoints
   export LAUNDRY_ADMIN_TOKEN=$LAUNDRY_ADMIN_TOKEN
@@ -99,6 +105,7 @@ Try:
   $bin_dir/laundryctl transfer tee-black-m wh-west store-soho 5 --reason restock
   $bin_dir/laundryctl cluster status
   $bin_dir/laundryctl leader handoff
+  curl -s http://127.0.0.1:$((base + 80))/v1/items/tee-black-m/stock
 MSG
 
 if [ "$detach" = 1 ]; then

@@ -1,5 +1,6 @@
 //! The resumable watch: a task that holds one server stream at a time and, when it breaks,
-//! reconnects to the next endpoint from the last movement seen, dropping repeats.
+//! reconnects to the next endpoint from the last movement seen, dropping repeats. A refusal
+//! (a status no retry can change, like an invalid filter) ends the stream with that error.
 
 use crate::{pb, Client, ClientError};
 use laundry_proto::v1::inventory_service_client::InventoryServiceClient;
@@ -32,7 +33,13 @@ pub(crate) fn spawn(
                 Ok(resp) => {
                     let mut stream = resp.into_inner();
                     loop {
-                        match stream.next().await {
+                        // Also wake when the consumer goes away, so an idle watch whose
+                        // reader left does not hold a server stream open.
+                        let next_item = tokio::select! {
+                            m = stream.next() => m,
+                            _ = tx.closed() => return,
+                        };
+                        match next_item {
                             Some(Ok(m)) => {
                                 failures = 0;
                                 if (m.revision, m.seq) < next {
@@ -43,10 +50,18 @@ pub(crate) fn spawn(
                                     return; // consumer dropped the stream
                                 }
                             }
+                            Some(Err(s)) if !crate::error::retryable(&s) => {
+                                let _ = tx.send(Err(ClientError::from_status(&s))).await;
+                                return; // a refusal (bad filter...) will not heal by retrying
+                            }
                             Some(Err(s)) => break s.message().to_string(),
                             None => break "server closed the stream".to_string(),
                         }
                     }
+                }
+                Err(s) if !crate::error::retryable(&s) => {
+                    let _ = tx.send(Err(ClientError::from_status(&s))).await;
+                    return;
                 }
                 Err(s) => s.message().to_string(),
             };
