@@ -16,6 +16,15 @@ pub struct Args {
     #[arg(long, env = "LAUNDRY_NODE_ID")]
     pub id: Option<u64>,
     /// Directory for the Raft log, state and snapshots.
+    /// Derive the id from a StatefulSet pod name: its trailing ordinal plus one
+    /// (`laundry-store-0` is node 1). Instead of --id.
+    #[arg(long, env = "LAUNDRY_ID_FROM_ORDINAL", conflicts_with = "id")]
+    pub id_from_ordinal: Option<String>,
+    /// A node whose id is not among --initial-members starts without them and waits for
+    /// the leader to add it (learner, then voter): scale-up beyond the founding members.
+    /// Without this flag such a configuration is refused as a likely mistake.
+    #[arg(long, env = "LAUNDRY_JOIN")]
+    pub join: bool,
     #[arg(long, env = "LAUNDRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Listen address of the public gRPC API.
@@ -165,10 +174,19 @@ impl NodeConfig {
             }
             None => FileConfig::default(),
         };
-        let id = args
-            .id
-            .or(file.id)
-            .ok_or_else(|| invalid("id", "required (--id or LAUNDRY_NODE_ID)"))?;
+        let id = match (args.id.or(file.id), &args.id_from_ordinal) {
+            (Some(_), Some(_)) => {
+                return Err(invalid("id", "give --id or --id-from-ordinal, not both"))
+            }
+            (Some(id), None) => id,
+            (None, Some(name)) => ordinal_id(name)?,
+            (None, None) => {
+                return Err(invalid(
+                    "id",
+                    "required (--id or LAUNDRY_NODE_ID, or --id-from-ordinal)",
+                ))
+            }
+        };
         if id == 0 {
             return Err(invalid("id", "must be > 0"));
         }
@@ -220,12 +238,20 @@ impl NodeConfig {
             Some(s) if !s.trim().is_empty() => parse_members(&s)?,
             _ => BTreeMap::new(),
         };
-        if !initial_members.is_empty() && !initial_members.contains_key(&id) {
-            return Err(invalid(
-                "initial_members",
-                format!("does not include this node's id {id}"),
-            ));
-        }
+        let initial_members = if !initial_members.is_empty() && !initial_members.contains_key(&id) {
+            if !args.join {
+                return Err(invalid(
+                    "initial_members",
+                    format!(
+                        "does not include this node's id {id} (add --join if this node is \
+                         to join an existing cluster)"
+                    ),
+                ));
+            }
+            BTreeMap::new() // not founding: wait to be added by the leader
+        } else {
+            initial_members
+        };
         let data_dir = args
             .data_dir
             .or(file.data_dir)
@@ -303,6 +329,25 @@ impl NodeConfig {
     }
 }
 
+/// The node id of a StatefulSet pod: the number after the last `-`, plus one.
+pub fn ordinal_id(pod_name: &str) -> Result<NodeId, ConfigError> {
+    let bad = |why: &str| {
+        invalid(
+            "id_from_ordinal",
+            format!("{pod_name:?}: {why}; expected a pod name like laundry-store-0"),
+        )
+    };
+    let (_, ordinal) = pod_name
+        .trim()
+        .rsplit_once('-')
+        .ok_or_else(|| bad("no '-'"))?;
+    if ordinal.is_empty() || !ordinal.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad("does not end in an ordinal"));
+    }
+    let n: u64 = ordinal.parse().map_err(|_| bad("ordinal too large"))?;
+    n.checked_add(1).ok_or_else(|| bad("ordinal too large"))
+}
+
 /// Parses `1=127.0.0.1:7501/127.0.0.1:7401[/127.0.0.1:7601],2=...`.
 pub fn parse_members(s: &str) -> Result<BTreeMap<NodeId, NodeInfo>, ConfigError> {
     let mut out = BTreeMap::new();
@@ -374,6 +419,46 @@ mod tests {
             let err = parse_members(bad).unwrap_err().to_string();
             assert!(err.contains("initial_members"), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn ids_from_pod_ordinals_and_joining_members() {
+        assert_eq!(ordinal_id("laundry-store-0").unwrap(), 1);
+        assert_eq!(ordinal_id("a-b-12").unwrap(), 13);
+        for bad in [
+            "store",
+            "store-",
+            "store-x",
+            "store-1a",
+            "store-99999999999999999999",
+        ] {
+            let err = ordinal_id(bad).unwrap_err().to_string();
+            assert!(err.contains("id_from_ordinal"), "{bad}: {err}");
+        }
+        let members = "1=p1:1/c1:1,2=p2:1/c2:1,3=p3:1/c3:1".to_string();
+        let args = |pod: &str, join: bool| Args {
+            id_from_ordinal: Some(pod.into()),
+            initial_members: Some(members.clone()),
+            join,
+            plaintext: true,
+            ..Default::default()
+        };
+        let founding = NodeConfig::from_args(args("laundry-store-2", false)).unwrap();
+        assert_eq!((founding.id, founding.initial_members.len()), (3, 3));
+        // A fourth pod is not a founding member: refused unless it is meant to join.
+        let err = NodeConfig::from_args(args("laundry-store-3", false)).unwrap_err();
+        assert!(err.to_string().contains("--join"), "{err}");
+        let joining = NodeConfig::from_args(args("laundry-store-3", true)).unwrap();
+        assert_eq!(joining.id, 4);
+        assert!(joining.initial_members.is_empty(), "waits to be added");
+        // A founding member with --join still bootstraps with the others.
+        let founding = NodeConfig::from_args(args("laundry-store-0", true)).unwrap();
+        assert_eq!(founding.initial_members.len(), 3);
+        let both = Args {
+            id: Some(1),
+            ..args("laundry-store-0", false)
+        };
+        assert!(NodeConfig::from_args(both).is_err());
     }
 
     #[test]
