@@ -206,6 +206,10 @@ enum LeaderCmd {
     Handoff {
         #[arg(long)]
         to: Option<u64>,
+        /// Ask only the first admin endpoint, and do nothing (success) when it is not the
+        /// leader: for a pre-stop hook, where only the stopping node's leadership matters.
+        #[arg(long)]
+        if_leader: bool,
     },
 }
 
@@ -785,13 +789,31 @@ async fn run(cli: &Cli) -> Result<(), ClientError> {
             }
             out(v, text);
         }
-        Cmd::Leader(LeaderCmd::Handoff { to }) => {
+        Cmd::Leader(LeaderCmd::Handoff { to, if_leader }) => {
             let body = json!({ "to": to });
-            let v = admin_json(
-                admin(cli)?
-                    .leader("POST", "/leader/handoff", Some(&body))
-                    .await?,
-            )?;
+            let admin = admin(cli)?;
+            let response = if *if_leader {
+                let first = cli
+                    .admin_endpoints
+                    .split(',')
+                    .map(str::trim)
+                    .find(|s| !s.is_empty())
+                    .ok_or_else(|| ClientError::Endpoint(String::new()))?;
+                let r = admin
+                    .request(first, "POST", "/leader/handoff", Some(&body))
+                    .await?;
+                if r.status == 503 {
+                    out(
+                        json!({ "handed_off": false, "reason": "not the leader" }),
+                        format!("node at {first} is not the leader; nothing to hand off"),
+                    );
+                    return Ok(());
+                }
+                r
+            } else {
+                admin.leader("POST", "/leader/handoff", Some(&body)).await?
+            };
+            let v = admin_json(response)?;
             out(
                 v.clone(),
                 format!(
