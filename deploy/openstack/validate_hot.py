@@ -7,6 +7,7 @@ switched off. Also evaluates the yaql expression that builds the founding member
 renders one instance's cloud-config exactly as Heat would, for `cloud-init schema`.
 
     python validate_hot.py RENDERED_CLOUD_CONFIG_PATH
+    python validate_hot.py --node-envs COUNT IP_PREFIX OUT_DIR
 """
 
 import os
@@ -110,22 +111,31 @@ def check_members_expression():
     print("initial_members expression: ok")
 
 
-def render_cloud_config(out_path):
+def members_for(count, prefix):
+    """The founding member list Heat computes for `count` instances at `prefix`."""
+    base = dict(COMMON, key_name="ops", external_network="public")
+    s = make_stack("laundry-list.yaml", dict(base, node_count=count, node_ip_prefix=prefix))
+    return s["initial_members"].properties["value"]
+
+
+def instance_cloud_config(index, prefix="10.42.0.1", members=None):
+    """Validates laundry-node.yaml for one instance and returns its cloud-config as Heat
+    renders it (a dict)."""
     params = dict(
         COMMON,
-        index=1,
+        index=index,
         name_prefix="laundry-list",
         flavor="m1.large",
         image="debian-12",
         key_name="ops",
         network="net",
         subnet="subnet",
-        ip_prefix="10.42.0.1",
+        ip_prefix=prefix,
         security_groups="sg",
         server_group="group",
         volume_size=100,
         volume_type="ssd",
-        initial_members="1=10.42.0.10:7501/10.42.0.10:7401/10.42.0.10:7601",
+        initial_members=members or "1=10.42.0.10:7501/10.42.0.10:7401/10.42.0.10:7601",
         cluster_name="laundry-list",
         nas_export="nas.example.internal:/exports/laundry-list",
         clouds_yaml="",
@@ -133,12 +143,20 @@ def render_cloud_config(out_path):
     )
     s = make_stack("laundry-node.yaml", params)
     s.validate()
+    return s["cloud_config"].properties["cloud_config"]
+
+
+def written_file(cloud_config, path):
+    return next(f for f in cloud_config["write_files"] if f["path"] == path)["content"]
+
+
+def render_cloud_config(out_path):
+    rendered = instance_cloud_config(1)
     print("laundry-node.yaml: valid")
-    rendered = s["cloud_config"].properties["cloud_config"]
     import yaml
 
     text = "#cloud-config\n" + yaml.safe_dump(rendered, sort_keys=False)
-    env = next(f for f in rendered["write_files"] if f["path"] == "/etc/laundry/node.env")["content"]
+    env = written_file(rendered, "/etc/laundry/node.env")
     assert "%" not in env, f"unfilled placeholder in node.env:\n{env}"
     for line in (
         "LAUNDRY_ID_FROM_ORDINAL=laundry-list-1",
@@ -154,7 +172,21 @@ def render_cloud_config(out_path):
     print(f"cloud-config rendered to {out_path}")
 
 
+def print_node_envs(count, prefix, out_dir):
+    """Writes instance i's /etc/laundry/node.env to OUT_DIR/node-i.env, as Heat renders it
+    for a stack of `count` instances at `prefix` (for deploy/test/systemd-env.py)."""
+    members = members_for(count, prefix)
+    for i in range(count):
+        env = written_file(instance_cloud_config(i, prefix, members), "/etc/laundry/node.env")
+        with open(os.path.join(out_dir, f"node-{i}.env"), "w") as f:
+            f.write(env)
+    print(f"{count} node.env files in {out_dir}")
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "--node-envs":
+        print_node_envs(int(sys.argv[2]), sys.argv[3], sys.argv[4])
+        sys.exit(0)
     validate_top_level()
     check_members_expression()
     render_cloud_config(sys.argv[1])

@@ -25,24 +25,20 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
 import urllib.request
 
 import yaml
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hosts import Hosts, cluster, get, sh, wait  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target")), "debug")
 BRIDGE = "ldsbr0"
 SUBNET = "10.233.0"
 PREFIX = "lds"
-
-
-def sh(*args, check=True):
-    return subprocess.run(args, check=check, capture_output=True, text=True)
 
 
 def render():
@@ -100,83 +96,8 @@ def container_env(objs, container, pod_name):
     return env
 
 
-class Pods:
-    def __init__(self, work):
-        self.work = work
-        self.names = []
-        self.procs = {}
-        sh("ip", "link", "add", BRIDGE, "type", "bridge")
-        sh("ip", "addr", "add", f"{SUBNET}.1/24", "dev", BRIDGE)
-        sh("ip", "link", "set", BRIDGE, "up")
-
-    def add(self, pod, ip, hosts):
-        ns = f"{PREFIX}-{len(self.names)}"
-        self.names.append(ns)
-        host_veth, pod_veth = f"{ns}-h", f"{ns}-p"
-        sh("ip", "netns", "add", ns)
-        sh("ip", "link", "add", host_veth, "type", "veth", "peer", "name", pod_veth)
-        sh("ip", "link", "set", host_veth, "master", BRIDGE, "up")
-        sh("ip", "link", "set", pod_veth, "netns", ns)
-        sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", pod_veth)
-        sh("ip", "-n", ns, "link", "set", pod_veth, "up")
-        sh("ip", "-n", ns, "link", "set", "lo", "up")
-        etc = f"/etc/netns/{ns}"
-        os.makedirs(etc, exist_ok=True)
-        with open(f"{etc}/hosts", "w") as f:
-            f.write("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a in hosts.items()))
-        return ns
-
-    def start(self, ns, pod, argv, env):
-        """The container's process, in the pod's namespace, with its own /var/lib/laundry."""
-        volume = os.path.join(self.work, pod)
-        os.makedirs(os.path.join(volume, "data"), exist_ok=True)
-        os.makedirs(os.path.join(volume, "backups"), exist_ok=True)
-        os.makedirs("/var/lib/laundry", exist_ok=True)
-        wrapper = 'mount --bind "$0" /var/lib/laundry && exec "$@"'
-        log = open(os.path.join(self.work, f"{pod}.log"), "w")
-        cmd = ["ip", "netns", "exec", ns, "unshare", "--mount", "--propagation", "private",
-               "sh", "-c", wrapper, volume, *argv]
-        self.procs[pod] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def run(self, ns, argv, env):
-        return subprocess.run(["ip", "netns", "exec", ns, *argv], env=env, capture_output=True,
-                              text=True, timeout=60)
-
-    def close(self):
-        for p in self.procs.values():
-            p.kill()
-            p.wait()
-        for ns in self.names:
-            sh("ip", "netns", "del", ns, check=False)
-            sh("ip", "link", "del", f"{ns}-h", check=False)
-            shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
-        sh("ip", "link", "del", BRIDGE, check=False)
-
-
-def get(url, timeout=2):
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except (urllib.error.URLError, OSError) as e:
-        return 0, str(e)
-
-
-def wait(what, fn, timeout_s=40):
-    deadline = time.time() + timeout_s
-    last = None
-    while time.time() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise AssertionError(f"{what}: not within {timeout_s} s (last: {last!r})")
-
-
-def cluster(ip):
-    code, body = get(f"http://{ip}:7601/cluster")
-    return json.loads(body) if code == 200 else None
+def store(ip):
+    return cluster(f"http://{ip}:7601")
 
 
 def main():
@@ -194,20 +115,25 @@ def main():
     ips = {f"laundry-store-{i}": f"{SUBNET}.{10 + i}" for i in range(replicas + 1)}
     hosts = {f"{pod}.{service}": ip for pod, ip in ips.items()}
     work = tempfile.mkdtemp(prefix="statefulset-env-")
-    pods = Pods(work)
+    pods = Hosts(work, BRIDGE, SUBNET, PREFIX)
     ok = False
     try:
-        namespaces = {pod: pods.add(pod, ip, hosts) for pod, ip in ips.items()}
+        namespaces = {pod: pods.add(ip, hosts) for pod, ip in ips.items()}
+        volumes = {pod: os.path.join(work, pod) for pod in ips}
+        for v in volumes.values():
+            os.makedirs(os.path.join(v, "data"), exist_ok=True)
+            os.makedirs(os.path.join(v, "backups"), exist_ok=True)
+        mounts = {pod: {v: "/var/lib/laundry"} for pod, v in volumes.items()}
         argv = [local_binary(a) if a.startswith("/usr/local/bin/") else a
                 for a in (node.get("command") or entrypoint())] + node.get("args", [])
         envs = {pod: container_env(objs, node, pod) for pod in ips}
         founding = [f"laundry-store-{i}" for i in range(replicas)]
         for pod in founding:
-            pods.start(namespaces[pod], pod, argv, envs[pod])
+            pods.start(namespaces[pod], pod, argv, envs[pod], mounts[pod])
 
         # One cluster, ids from ordinals, one leader.
         def formed():
-            views = [cluster(ips[p]) for p in founding]
+            views = [store(ips[p]) for p in founding]
             if None in views or len({v["leader_id"] for v in views}) != 1 or views[0]["leader_id"] is None:
                 return None
             return views
@@ -225,9 +151,10 @@ def main():
 
         # The API pod, with its Deployment's command and environment.
         api_ip = f"{SUBNET}.50"
-        api_ns = pods.add("laundry-api-0", api_ip, hosts)
+        api_ns = pods.add(api_ip, hosts)
         api_env = container_env(objs, api, "laundry-api-0")
-        pods.start(api_ns, "laundry-api-0", [local_binary(a) for a in api["command"]] + api.get("args", []), api_env)
+        pods.start(api_ns, "laundry-api-0", [local_binary(a) for a in api["command"]] + api.get("args", []),
+                   api_env, {})
         api_port = {p["name"]: p["containerPort"] for p in api["ports"]}["http"]
         base = f"http://{api_ip}:{api_port}"
         wait("API pod ready", lambda: get(base + api["readinessProbe"]["httpGet"]["path"])[0] == 200)
@@ -246,19 +173,19 @@ def main():
         follower = next(p for p in founding if int(p.rsplit("-", 1)[1]) + 1 != leader)
         r = pods.run(namespaces[follower], hook, envs[follower])
         assert r.returncode == 0, r
-        assert cluster(ips[follower])["leader_id"] == leader, "a follower's pre-stop moved leadership"
+        assert store(ips[follower])["leader_id"] == leader, "a follower's pre-stop moved leadership"
         leader_pod = f"laundry-store-{leader - 1}"
         r = pods.run(namespaces[leader_pod], hook, envs[leader_pod])
         assert r.returncode == 0, r
         new_leader = wait("leadership moved by the pre-stop hook",
-                          lambda: (lambda v: v and v["leader_id"] not in (None, leader) and v["leader_id"])(cluster(ips[follower])))
+                          lambda: (lambda v: v and v["leader_id"] not in (None, leader) and v["leader_id"])(store(ips[follower])))
         print(f"pre-stop hook: follower no-op; leader {leader} handed off to {new_leader}")
 
         # Scale-up: pod 3 (node 4) starts, waits unconfigured, then joins by the runbook.
         extra = f"laundry-store-{replicas}"
-        pods.start(namespaces[extra], extra, argv, envs[extra])
-        wait(f"{extra} serving its admin port", lambda: cluster(ips[extra]) is not None)
-        assert cluster(ips[extra])["voters"] == [], cluster(ips[extra])
+        pods.start(namespaces[extra], extra, argv, envs[extra], mounts[extra])
+        wait(f"{extra} serving its admin port", lambda: store(ips[extra]) is not None)
+        assert store(ips[extra])["voters"] == [], store(ips[extra])
         ctl = [local_binary("/usr/local/bin/laundryctl"),
                "--admin-endpoints", ",".join(f"{hosts_name}:7601" for hosts_name in list(hosts)[:replicas])]
         ctl_env = dict(envs[founding[0]])
@@ -271,7 +198,7 @@ def main():
         assert r.returncode == 0, r
         r = pods.run(namespaces[founding[0]], ctl + ["member", "promote", str(new_id)], ctl_env)
         assert r.returncode == 0, r
-        view = wait("four voters", lambda: (lambda v: v and sorted(v["voters"]) == [1, 2, 3, 4] and v)(cluster(ips[extra])))
+        view = wait("four voters", lambda: (lambda v: v and sorted(v["voters"]) == [1, 2, 3, 4] and v)(store(ips[extra])))
         print(f"scale-up: node {new_id} joined as learner, promoted: voters {sorted(view['voters'])}")
         ok = True
     finally:
@@ -279,12 +206,7 @@ def main():
         if ok:
             shutil.rmtree(work, ignore_errors=True)
         else:
-            print(f"logs kept in {work}", file=sys.stderr)
-            for f in sorted(os.listdir(work)):
-                if f.endswith(".log"):
-                    with open(os.path.join(work, f)) as fh:
-                        tail = fh.read()[-2000:]
-                    print(f"--- {f}\n{tail}", file=sys.stderr)
+            print(f"logs kept in {work}\n{pods.logs()}", file=sys.stderr)
     print("statefulset-env: ok")
 
 
