@@ -37,9 +37,16 @@ impl From<pb::Item> for Item {
 #[serde(deny_unknown_fields)]
 pub struct CreateItem {
     /// 1..=128 bytes of ASCII letters, digits and `-_.:/@`.
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub id: String,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub name: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub unit: String,
     #[serde(default)]
     pub attributes: BTreeMap<String, String>,
@@ -64,7 +71,9 @@ impl CreateItem {
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ItemPatch {
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub name: Option<String>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub unit: Option<String>,
     pub attributes: Option<BTreeMap<String, String>>,
     pub low_stock_threshold: Option<i64>,
@@ -139,7 +148,13 @@ impl From<pb::Location> for Location {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateLocation {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub id: String,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub name: String,
     pub kind: LocationKind,
 }
@@ -277,9 +292,15 @@ impl From<pb::WriteResponse> for WriteResult {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub item: String,
     /// Empty for `item_revision`.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub location: String,
     pub stock_revision: Option<u64>,
     pub on_hand: Option<i64>,
@@ -333,15 +354,29 @@ pub fn conditions(list: &[Condition]) -> Result<Vec<pb::Condition>, Problem> {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Receipt {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub item: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub location: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub quantity: i64,
     /// Virtual source; `supplier` when empty.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub from: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reference: String,
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -350,15 +385,29 @@ pub struct Receipt {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Shipment {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub item: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub location: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub quantity: i64,
     /// Virtual destination; `customer` when empty.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub to: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reference: String,
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -367,16 +416,30 @@ pub struct Shipment {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Adjustment {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub item: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub location: String,
     /// Non-zero: > 0 adds stock, < 0 removes it.
+    #[schema(minimum = -1_000_000_000_000_000_i64, maximum = 1_000_000_000_000_000_i64)]
     pub delta: i64,
     /// Virtual counterpart; `adjustment` when empty.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub counterpart: String,
     /// Required by the store.
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reference: String,
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -385,13 +448,31 @@ pub struct Adjustment {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Transfer {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub item: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub from: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub to: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub quantity: i64,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reference: String,
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -402,12 +483,26 @@ pub struct Transfer {
 pub struct CreateReservation {
     /// Empty or absent: the store makes one (returned in `reservation_ids`).
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub id: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub item: String,
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub location: String,
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_i64)]
     pub quantity: i64,
+    #[schema(minimum = 1, maximum = 2_592_000_000_u64)]
     pub ttl_ms: u64,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reference: String,
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -418,8 +513,10 @@ pub struct CreateReservation {
 pub struct CommitReservation {
     /// Virtual destination; `customer` when empty.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub to: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
 }
 
@@ -427,6 +524,7 @@ pub struct CommitReservation {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseReservation {
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
 }
 
@@ -482,11 +580,18 @@ impl From<pb::Reservation> for Reservation {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchUpdateItem {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub id: String,
     /// 0 or absent: unconditional.
     #[serde(default)]
     pub expected_revision: u64,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub name: Option<String>,
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub unit: Option<String>,
     pub attributes: Option<BTreeMap<String, String>>,
     pub low_stock_threshold: Option<i64>,
@@ -495,18 +600,26 @@ pub struct BatchUpdateItem {
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BatchReservationEnd {
+    #[schema(
+        pattern = r"^[A-Za-z0-9._:/@-]{1,128}$",
+        min_length = 1,
+        max_length = 128
+    )]
     pub reservation_id: String,
     /// Commit only: the virtual destination.
     #[serde(default)]
+    #[schema(pattern = r"^[A-Za-z0-9._:/@-]{0,128}$", max_length = 128)]
     pub to: String,
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000-\u001f\u007f]*$", max_length = 256)]
     pub reason: String,
 }
 
-/// One operation of a batch, tagged by `op`. Per-operation `conditions` are not allowed:
-/// give them once for the whole batch.
+/// One operation of a batch: an object with one key naming the operation, e.g.
+/// `{"receive": {"item": "sku", "location": "wh", "quantity": 5}}`. Per-operation
+/// `conditions` are not allowed: give them once for the whole batch.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum BatchOperation {
     CreateItem(CreateItem),
     UpdateItem(BatchUpdateItem),
@@ -524,6 +637,7 @@ pub enum BatchOperation {
 #[serde(deny_unknown_fields)]
 pub struct Batch {
     /// Applied in order, all or none (at most 128).
+    #[schema(min_items = 1, max_items = 128)]
     pub operations: Vec<BatchOperation>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
@@ -802,10 +916,10 @@ mod tests {
     }
 
     #[test]
-    fn batch_operations_are_tagged_and_refuse_unknown_fields() {
+    fn batch_operations_are_keyed_by_name_and_refuse_unknown_fields() {
         let ok: Batch = serde_json::from_str(
-            r#"{"operations":[{"op":"receive","item":"a","location":"w","quantity":2},
-                {"op":"commit","reservation_id":"r1"}]}"#,
+            r#"{"operations":[{"receive":{"item":"a","location":"w","quantity":2}},
+                {"commit":{"reservation_id":"r1"}}]}"#,
         )
         .unwrap();
         assert_eq!(ok.operations.len(), 2);
@@ -816,14 +930,14 @@ mod tests {
             .map(|(i, o)| o.into_pb(i).unwrap())
             .collect();
         assert!(matches!(ops[0].op, Some(pb::operation::Op::Receive(_))));
-        assert!(serde_json::from_str::<Batch>(r#"{"operations":[{"op":"teleport"}]}"#).is_err());
+        assert!(serde_json::from_str::<Batch>(r#"{"operations":[{"teleport":{}}]}"#).is_err());
         assert!(serde_json::from_str::<Receipt>(
             r#"{"item":"a","location":"w","quantity":1,"colour":"red"}"#
         )
         .is_err());
         let with_conditions: Batch = serde_json::from_str(
-            r#"{"operations":[{"op":"ship","item":"a","location":"w","quantity":1,
-                "conditions":[{"item":"a","location":"w","on_hand":1}]}]}"#,
+            r#"{"operations":[{"ship":{"item":"a","location":"w","quantity":1,
+                "conditions":[{"item":"a","location":"w","on_hand":1}]}}]}"#,
         )
         .unwrap();
         let op = with_conditions.operations.into_iter().next().unwrap();

@@ -287,8 +287,8 @@ async fn every_endpoint_does_what_it_says() {
         "/v1/batches",
         &[],
         &json!({"operations": [
-            {"op": "receive", "item": "sku-2", "location": "wh", "quantity": 5},
-            {"op": "transfer", "item": "sku-2", "from": "wh", "to": "shop", "quantity": 5},
+            {"receive": {"item": "sku-2", "location": "wh", "quantity": 5}},
+            {"transfer": {"item": "sku-2", "from": "wh", "to": "shop", "quantity": 5}},
         ]}),
     ));
     assert_eq!(b["movements"].as_array().unwrap().len(), 2);
@@ -297,8 +297,8 @@ async fn every_endpoint_does_what_it_says() {
         "/v1/batches",
         &[],
         &json!({"operations": [
-            {"op": "receive", "item": "sku-3", "location": "wh", "quantity": 5},
-            {"op": "ship", "item": "sku-3", "location": "wh", "quantity": 6},
+            {"receive": {"item": "sku-3", "location": "wh", "quantity": 5}},
+            {"ship": {"item": "sku-3", "location": "wh", "quantity": 6}},
         ]}),
     )
     .problem(409, "insufficient-stock");
@@ -387,7 +387,7 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
         r#"{"item":"sku-1","location":"wh","quantity":1,"conditions":[{"item":"sku-1"}]}"#,
     )
     .problem(400, "invalid-body");
-    post("/v1/batches", &[], r#"{"operations":[{"op":"teleport"}]}"#).problem(400, "invalid-body");
+    post("/v1/batches", &[], r#"{"operations":[{"teleport":{}}]}"#).problem(400, "invalid-body");
     post(
         "/v1/locations",
         &[],
@@ -426,7 +426,7 @@ async fn bad_input_gets_problem_json_and_changes_nothing() {
     )
     .problem(400, "invalid-request");
     let many: Vec<Value> = (0..129)
-        .map(|_| json!({"op": "receive", "item": "sku-1", "location": "wh", "quantity": 1}))
+        .map(|_| json!({"receive": {"item": "sku-1", "location": "wh", "quantity": 1}}))
         .collect();
     post("/v1/batches", &[], &json!({"operations": many}).to_string())
         .problem(400, "limit-exceeded");

@@ -64,7 +64,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/items/{id}", tag = "items",
-    params(("id" = String, Path, description = "Item id"), ReadParams),
+    params(("id" = String, Path, description = "Item id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128), ReadParams),
     responses(
         (status = 200, description = "The item", body = Item, headers(("ETag" = String))),
         (status = "4XX", description = "Unknown item or bad parameters", body = ProblemBody, content_type = "application/problem+json"),
@@ -95,7 +95,7 @@ pub async fn get(
 
 #[utoipa::path(patch, path = "/v1/items/{id}", tag = "items",
     params(
-        ("id" = String, Path, description = "Item id"),
+        ("id" = String, Path, description = "Item id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128),
         ("If-Match" = Option<String>, Header, description = "Apply only at this revision (the ETag)"),
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once"),
     ),

@@ -48,7 +48,7 @@ pub async fn create(
 }
 
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
-    params(("id" = String, Path, description = "Reservation id"), ReadParams),
+    params(("id" = String, Path, description = "Reservation id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128), ReadParams),
     responses(
         (status = 200, description = "The reservation, open or ended", body = Reservation),
         (status = "4XX", description = "Unknown reservation or bad parameters", body = ProblemBody, content_type = "application/problem+json"),
@@ -78,7 +78,7 @@ pub async fn get(
 
 #[utoipa::path(post, path = "/v1/reservations/{id}/commit", tag = "reservations",
     params(
-        ("id" = String, Path, description = "Reservation id"),
+        ("id" = String, Path, description = "Reservation id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128),
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once"),
     ),
     request_body(content = Option<CommitReservation>, description = "Optional; an empty body commits to `customer`"),
@@ -107,7 +107,7 @@ pub async fn commit(
 
 #[utoipa::path(post, path = "/v1/reservations/{id}/release", tag = "reservations",
     params(
-        ("id" = String, Path, description = "Reservation id"),
+        ("id" = String, Path, description = "Reservation id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128),
         ("Idempotency-Key" = Option<String>, Header, description = "Retries with the same key apply once"),
     ),
     request_body(content = Option<ReleaseReservation>, description = "Optional"),

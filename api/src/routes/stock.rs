@@ -13,7 +13,7 @@ use axum::Json;
 use laundry_client::pb;
 
 #[utoipa::path(get, path = "/v1/items/{id}/stock", tag = "stock",
-    params(("id" = String, Path, description = "Item id"), ReadParams),
+    params(("id" = String, Path, description = "Item id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128), ReadParams),
     responses(
         (status = 200, description = "Every location that ever held the item", body = StockLevels),
         (status = "4XX", description = "Unknown item or bad parameters", body = ProblemBody, content_type = "application/problem+json"),
@@ -39,7 +39,7 @@ pub async fn list(
 }
 
 #[utoipa::path(get, path = "/v1/items/{id}/stock/{location}", tag = "stock",
-    params(("id" = String, Path, description = "Item id"), ("location" = String, Path, description = "Location id"), ReadParams),
+    params(("id" = String, Path, description = "Item id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128), ("location" = String, Path, description = "Location id", pattern = r"^[A-Za-z0-9._:/@-]{1,128}$", max_length = 128), ReadParams),
     responses(
         (status = 200, description = "The level (zero if never held)", body = StockLevel, headers(("ETag" = String))),
         (status = "4XX", description = "Unknown item or location, or bad parameters", body = ProblemBody, content_type = "application/problem+json"),
