@@ -1,8 +1,15 @@
-//! A campaign: store nodes in namespaced hosts, a workload from the control side, a nemesis
-//! on a schedule, the history recorded, then the checker's verdict. So far the `register`
-//! workload and the kill nemesis.
+//! A campaign: store nodes in namespaced hosts, a workload from the control side, nemeses
+//! on a schedule (each fault healed before the next), the history and the fault intervals
+//! recorded, then the checker's verdict and a recovery check. So far the `register`
+//! workload; nemeses are in `nemesis.rs`.
 //!
-//! Register workload: key `kN` is the on-hand balance of item `reg` at location `kN`.
+//! Register workload: key `kW-N` is the on-hand balance of item `reg` at location `kW-N`.
+//! Each process is bound to one node for its reads, as Jepsen clients are: a read goes to
+//! that node only (no leader hint followed), so every node's answer to a linearizable read
+//! is exercised; a refusal (not the leader) is a definite `fail`. Writes go through the
+//! client crate, which finds the leader.
+//! Keys are independent and short-lived, Jepsen-style: window W (of `KEY_WINDOW`) uses its
+//! own `keys` registers, so no key's history outgrows the checker however long the run.
 //! A read is a linearizable `GetStock`; `cas(a, b)` is `Adjust(b - a)` conditioned on
 //! on_hand == a. A refused condition is a definite `fail`; a timeout or unavailability is
 //! `info` (it may or may not have applied: the client's idempotency key keeps its retries
@@ -10,27 +17,61 @@
 
 use crate::history::{Event, EventType, F};
 use crate::hosts::Hosts;
+use crate::nemesis::{self, Fault};
 use laundry_client::{pb, Client, ClientConfig, ClientError};
+use laundry_proto::v1::inventory_service_client::InventoryServiceClient;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// How long one set of registers is used before the workload moves to fresh ones.
+pub const KEY_WINDOW: Duration = Duration::from_secs(5);
+
+fn key_name(window: u64, k: u64) -> String {
+    format!("k{window}-{k}")
+}
 
 pub struct Config {
     pub nodes: usize,
     pub processes: usize,
     pub keys: usize,
     pub duration: Duration,
-    /// Time between nemesis actions (kill the leader, restart it after half the period).
+    /// One nemesis cycle: healthy for half of it, the fault for the other half.
     pub nemesis_period: Duration,
+    /// The faults, taken in turn.
+    pub faults: Vec<Fault>,
+    /// After the last heal, a write must succeed within this.
+    pub recovery_bound: Duration,
     pub node_bin: PathBuf,
+    /// Extra node arguments (the test-only `--unsafe-test-fault`).
+    pub node_args: Vec<String>,
     pub results: PathBuf,
+}
+
+/// A fault's interval, for results.json and the plot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FaultInterval {
+    pub fault: Fault,
+    /// The nodes it targeted (1-based ids) or, for partitions, what each node heard.
+    pub detail: String,
+    pub start_ns: u64,
+    pub end_ns: u64,
+}
+
+/// What a campaign produced.
+pub struct Outcome {
+    pub events: Vec<Event>,
+    pub faults: Vec<FaultInterval>,
+    /// Time from the last heal to the first acknowledged write.
+    pub recovery: Result<Duration, String>,
 }
 
 pub struct Cluster {
     pub hosts: Hosts,
     children: Vec<Option<Child>>,
     node_bin: PathBuf,
+    node_args: Vec<String>,
     results: PathBuf,
     members: String,
 }
@@ -40,7 +81,12 @@ fn addr(hosts: &Hosts, i: usize, port: u16) -> String {
 }
 
 impl Cluster {
-    pub fn start(hosts: Hosts, node_bin: &Path, results: &Path) -> std::io::Result<Cluster> {
+    pub fn start(
+        hosts: Hosts,
+        node_bin: &Path,
+        node_args: &[String],
+        results: &Path,
+    ) -> std::io::Result<Cluster> {
         let n = hosts.hosts.len();
         let members = (0..n)
             .map(|i| {
@@ -58,6 +104,7 @@ impl Cluster {
             hosts,
             children: (0..n).map(|_| None).collect(),
             node_bin: node_bin.to_path_buf(),
+            node_args: node_args.to_vec(),
             results: results.to_path_buf(),
             members,
         };
@@ -104,6 +151,7 @@ impl Cluster {
                 "--election-max-ms",
                 "600",
             ])
+            .args(&self.node_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -120,6 +168,16 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP (`stop = true`) or SIGCONT the node: a process that freezes, like a long
+    /// GC pause or a stalled VM.
+    pub fn signal_pause(&self, i: usize, stop: bool) {
+        if let Some(c) = &self.children[i] {
+            let _ = std::process::Command::new("kill")
+                .args([if stop { "-STOP" } else { "-CONT" }, &c.id().to_string()])
+                .status();
+        }
+    }
+
     pub fn endpoints(&self) -> Vec<String> {
         (0..self.hosts.hosts.len())
             .map(|i| addr(&self.hosts, i, 7401))
@@ -133,7 +191,9 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        let _ = nemesis::heal(&self.hosts);
         for i in 0..self.children.len() {
+            self.signal_pause(i, false);
             self.kill(i);
         }
     }
@@ -161,15 +221,33 @@ fn event(
     }
 }
 
-/// Runs the register workload with the kill nemesis; returns the history.
-pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Event>, String> {
-    let client_cfg = ClientConfig {
+fn client_config() -> ClientConfig {
+    ClientConfig {
         attempt_timeout_ms: 1_000,
         total_timeout_ms: 4_000,
         max_attempts: 20,
         ..ClientConfig::default()
-    };
-    let client = Client::new(&cluster.endpoints(), client_cfg).map_err(|e| e.to_string())?;
+    }
+}
+
+/// The leader's index, as the first running node that answers says.
+async fn find_leader(cluster: &Cluster, client: &Client) -> Option<usize> {
+    for (i, ep) in cluster.endpoints().iter().enumerate() {
+        if cluster.is_running(i) {
+            if let Ok(s) = client.node_status(ep).await {
+                if s.leader_id > 0 {
+                    return Some(s.leader_id as usize - 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Runs the register workload under the configured nemeses; returns the history, the
+/// fault intervals and the recovery time.
+pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Outcome, String> {
+    let client = Client::new(&cluster.endpoints(), client_config()).map_err(|e| e.to_string())?;
     // Setup, retried while the cluster elects its first leader.
     let setup_deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -188,11 +266,15 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
             return Err(format!("cluster never became writable: {item:?}"));
         }
     }
-    for k in 0..cfg.keys {
+    let windows = cfg.duration.as_millis() as u64 / KEY_WINDOW.as_millis() as u64 + 1;
+    let all_keys: Vec<String> = (0..windows)
+        .flat_map(|w| (0..cfg.keys as u64).map(move |k| key_name(w, k)))
+        .collect();
+    for key in &all_keys {
         let r = client
             .create_location(pb::CreateLocationRequest {
-                id: format!("k{k}"),
-                name: format!("k{k}"),
+                id: key.clone(),
+                name: key.clone(),
                 kind: pb::LocationKind::Warehouse as i32,
                 options: None,
             })
@@ -204,14 +286,13 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
     let t0 = Instant::now();
     let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
     // Every register starts at 0: record it as a completed write before anything else.
-    for k in 0..cfg.keys {
-        let key = format!("k{k}");
+    for (k, key) in all_keys.iter().enumerate() {
         let mut h = history.lock().unwrap_or_else(|p| p.into_inner());
         h.push(event(
             1_000_000 + k as u64,
             EventType::Invoke,
             F::Write,
-            &key,
+            key,
             0.into(),
             t0,
         ));
@@ -219,7 +300,7 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
             1_000_000 + k as u64,
             EventType::Ok,
             F::Write,
-            &key,
+            key,
             0.into(),
             t0,
         ));
@@ -227,7 +308,19 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
     let deadline = t0 + cfg.duration;
     let mut workers = Vec::new();
     for p in 0..cfg.processes as u64 {
-        let (client, history, keys) = (client.clone(), history.clone(), cfg.keys);
+        // Each process has its own client, preferring a different node first, as separate
+        // application servers would: a node cut off from the leader keeps getting asked.
+        let mut endpoints = cluster.endpoints();
+        let first = p as usize % endpoints.len();
+        endpoints.rotate_left(first);
+        let client = Client::new(&endpoints, client_config()).map_err(|e| e.to_string())?;
+        let read_channel =
+            tonic::transport::Endpoint::from_shared(format!("http://{}", endpoints[0]))
+                .map_err(|e| e.to_string())?
+                .connect_timeout(Duration::from_millis(500))
+                .tcp_nodelay(true)
+                .connect_lazy();
+        let (history, keys) = (history.clone(), cfg.keys);
         workers.push(tokio::spawn(async move {
             let mut rng = 0x2545_f491_4f6c_dd1du64.wrapping_mul(p + 7);
             let mut process = p;
@@ -235,7 +328,8 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
-                let key = format!("k{}", rng % keys as u64);
+                let window = t0.elapsed().as_millis() as u64 / KEY_WINDOW.as_millis() as u64;
+                let key = key_name(window, rng % keys as u64);
                 let record = |e: Event| history.lock().unwrap_or_else(|p| p.into_inner()).push(e);
                 if rng >> 32 & 1 == 0 {
                     record(event(
@@ -246,15 +340,18 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
                         serde_json::Value::Null,
                         t0,
                     ));
-                    let r = client
-                        .get_stock(pb::GetStockRequest {
-                            item: "reg".into(),
-                            location: key.clone(),
-                            read: None,
-                        })
-                        .await;
+                    let mut request = tonic::Request::new(pb::GetStockRequest {
+                        item: "reg".into(),
+                        location: key.clone(),
+                        read: None, // linearizable
+                    });
+                    request.set_timeout(Duration::from_millis(1_000));
+                    let r = InventoryServiceClient::new(read_channel.clone())
+                        .get_stock(request)
+                        .await
+                        .map(|r| r.into_inner());
                     match r {
-                        Ok(s) => record(event(
+                        Ok(s) if !s.levels.is_empty() => record(event(
                             process,
                             EventType::Ok,
                             F::Read,
@@ -262,7 +359,7 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
                             s.levels[0].on_hand.into(),
                             t0,
                         )),
-                        Err(_) => record(event(
+                        _ => record(event(
                             process,
                             EventType::Fail,
                             F::Read,
@@ -314,30 +411,96 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Vec<Eve
             }
         }));
     }
-    // The nemesis: kill the leader, restart it half a period later.
-    let mut kills = 0;
-    while Instant::now() + cfg.nemesis_period < deadline {
+    // The nemeses, in turn: half a period healthy, half a period faulty, then healed.
+    let n = cluster.hosts.hosts.len();
+    let mut faults = Vec::new();
+    let mut turn = 0usize;
+    let mut rand = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    while Instant::now() + cfg.nemesis_period < deadline && !cfg.faults.is_empty() {
         tokio::time::sleep(cfg.nemesis_period / 2).await;
-        let mut leader = None;
-        for (i, ep) in cluster.endpoints().iter().enumerate() {
-            if cluster.is_running(i) {
-                if let Ok(s) = client.node_status(ep).await {
-                    leader = (s.leader_id > 0).then(|| s.leader_id as usize - 1);
-                    break;
-                }
+        let fault = cfg.faults[turn % cfg.faults.len()];
+        turn += 1;
+        rand ^= rand << 13;
+        rand ^= rand >> 7;
+        rand ^= rand << 17;
+        let Some(leader) = find_leader(cluster, &client).await else {
+            continue; // no leader known right now: skip this turn
+        };
+        let start_ns = now_ns(t0);
+        let detail = match fault {
+            Fault::Kill => {
+                cluster.kill(leader);
+                format!("killed node {}", leader + 1)
             }
+            Fault::Pause => {
+                cluster.signal_pause(leader, true);
+                format!("paused node {}", leader + 1)
+            }
+            partition => {
+                if n < 3 {
+                    return Err("partitions need at least 3 nodes".into());
+                }
+                let views = nemesis::views(partition, n, leader, rand);
+                nemesis::partition(&cluster.hosts, &nemesis::grudge(&views))?;
+                views
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let ids: Vec<String> = v.iter().map(|j| (j + 1).to_string()).collect();
+                        format!("{} hears {}", i + 1, ids.join("+"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        };
+        tokio::time::sleep(cfg.nemesis_period / 2).await;
+        match fault {
+            Fault::Kill => cluster.spawn(leader).map_err(|e| e.to_string())?,
+            Fault::Pause => cluster.signal_pause(leader, false),
+            _ => nemesis::heal(&cluster.hosts)?,
         }
-        if let Some(l) = leader {
-            cluster.kill(l);
-            kills += 1;
-            tokio::time::sleep(cfg.nemesis_period / 2).await;
-            cluster.spawn(l).map_err(|e| e.to_string())?;
-        }
+        faults.push(FaultInterval {
+            fault,
+            detail,
+            start_ns,
+            end_ns: now_ns(t0),
+        });
     }
     for w in workers {
         w.await.map_err(|e| e.to_string())?;
     }
+    // Everything is healed; the cluster must take a write within the bound.
+    nemesis::heal(&cluster.hosts)?;
+    let healed = Instant::now();
+    let recovery = loop {
+        // A real write that touches no register: a new location.
+        let r = client
+            .create_location(pb::CreateLocationRequest {
+                id: format!("probe-{}", healed.elapsed().as_nanos()),
+                name: "recovery probe".into(),
+                kind: pb::LocationKind::Warehouse as i32,
+                options: None,
+            })
+            .await;
+        if r.is_ok() {
+            break Ok(healed.elapsed());
+        }
+        if healed.elapsed() > cfg.recovery_bound {
+            break Err(format!(
+                "no write acknowledged within {:?} of healing: {r:?}",
+                cfg.recovery_bound
+            ));
+        }
+    };
     let events = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
-    eprintln!("campaign: {} events, {kills} leader kills", events.len());
-    Ok(events)
+    eprintln!(
+        "campaign: {} events, {} faults, recovery {recovery:?}",
+        events.len(),
+        faults.len()
+    );
+    Ok(Outcome {
+        events,
+        faults,
+        recovery,
+    })
 }

@@ -25,6 +25,10 @@ pub struct Args {
     /// Without this flag such a configuration is refused as a likely mistake.
     #[arg(long, env = "LAUNDRY_JOIN")]
     pub join: bool,
+    /// Break a guarantee on purpose, so the fault-injection suite can show it catches it.
+    /// Never in production: `local-reads` answers linearizable reads from local state.
+    #[arg(long, env = "LAUNDRY_UNSAFE_TEST_FAULT", value_enum, hide = true)]
+    pub unsafe_test_fault: Option<TestFault>,
     #[arg(long, env = "LAUNDRY_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
     /// Listen address of the public gRPC API.
@@ -119,8 +123,16 @@ struct FileConfig {
     election_max_ms: Option<u64>,
 }
 
+/// Deliberate bugs for the fault-injection suite (hidden flag `--unsafe-test-fault`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TestFault {
+    /// Linearizable reads served from local state, without a read index.
+    LocalReads,
+}
+
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
+    pub test_fault: Option<TestFault>,
     pub id: NodeId,
     pub data_dir: PathBuf,
     pub client_addr: SocketAddr,
@@ -286,6 +298,7 @@ impl NodeConfig {
             _ => return Err(invalid("tls", "--tls-cert, --tls-key and --tls-ca go together")),
         };
         let cfg = NodeConfig {
+            test_fault: args.unsafe_test_fault,
             id,
             tls,
             backup_dir: args

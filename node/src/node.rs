@@ -122,7 +122,11 @@ pub async fn run(
         raft: raft.clone(),
         sm: sm.clone(),
         metrics: metrics.clone(),
+        fault: cfg.test_fault,
     });
+    if let Some(f) = cfg.test_fault {
+        tracing::warn!(fault = ?f, "UNSAFE TEST FAULT ENABLED: this node breaks its guarantees on purpose");
+    }
     let mut client_builder = tonic::transport::Server::builder();
     if let Some(t) = &tls {
         client_builder = client_builder

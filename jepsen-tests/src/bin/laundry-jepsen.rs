@@ -1,5 +1,5 @@
-//! `laundry-jepsen`: the fault-injection suite's command line. So far one subcommand,
-//! `hosts-check`, which proves the host layer works on this machine: it creates N
+//! `laundry-jepsen`: the fault-injection suite's command line. `register` runs a campaign
+//! (see its doc comment); `hosts-check` proves the host layer works on this machine: it creates N
 //! namespaced hosts, checks TCP from the control side to every host and between every pair
 //! of hosts, tears them down and checks nothing is left. The probe runs this same binary
 //! inside the namespaces (`probe-listen`, `probe-connect`).
@@ -20,7 +20,9 @@ fn main() -> std::process::ExitCode {
         Some("probe-listen") => probe_listen(&args[2]),
         Some("probe-connect") => probe_connect(&args[2]),
         _ => Err(
-            "usage: laundry-jepsen hosts-check [N] | register [--duration-s S] [--results DIR]"
+            "usage: laundry-jepsen hosts-check [N] | register [--duration-s S] [--nodes N] \
+             [--nemesis kill,pause,partition,...] [--period-s S] [--node-fault local-reads] \
+             [--expect valid|invalid] [--results DIR]"
                 .to_string(),
         ),
     };
@@ -128,22 +130,48 @@ fn hosts_check(n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// `register [--duration-s 20] [--results DIR] [--node-bin PATH]`: 3 nodes in namespaced
-/// hosts, 5 client processes over 3 registers, the leader killed and restarted every 4 s;
-/// the history goes to DIR/history.jsonl and the verdict to DIR/results.json. Exit 0 only
-/// when the history is proven linearizable.
+/// `register [--duration-s 20] [--nodes 3] [--nemesis kill] [--period-s 4] [--results DIR]
+/// [--node-bin PATH] [--node-fault local-reads] [--expect valid|invalid]
+/// [--recovery-bound-s 10]`: nodes in namespaced hosts, 5 client processes (each its own
+/// client, preferring a different node) over 3 registers, the nemeses in turn (kill, pause,
+/// isolate-leader, halves, ring, bridge; `partition` = the four shapes). Writes
+/// DIR/history.jsonl, DIR/results.json (verdict, counterexample, faults, recovery) and
+/// DIR/plot.svg. Exit 0 when the verdict is the expected one and, for `valid`, the
+/// cluster took a write within the recovery bound after the last heal.
 fn register(args: &[String]) -> Result<(), String> {
-    use laundry_jepsen::{campaign, history, linearizability};
+    use laundry_jepsen::{campaign, history, linearizability, nemesis, plot};
     let flag = |name: &str| {
         args.iter()
             .position(|a| a == name)
             .and_then(|i| args.get(i + 1))
             .cloned()
     };
-    let duration_s: u64 = flag("--duration-s")
-        .map(|s| s.parse().map_err(|_| format!("bad --duration-s {s}")))
-        .transpose()?
-        .unwrap_or(20);
+    let number = |name: &str, default: u64| -> Result<u64, String> {
+        flag(name)
+            .map(|s| s.parse().map_err(|_| format!("bad {name} {s}")))
+            .transpose()
+            .map(|v| v.unwrap_or(default))
+    };
+    let duration_s = number("--duration-s", 20)?;
+    let nodes = number("--nodes", 3)? as usize;
+    let period_s = number("--period-s", 4)?;
+    let recovery_s = number("--recovery-bound-s", 10)?;
+    if !(1..=3_600).contains(&duration_s) || !(1..=120).contains(&period_s) {
+        return Err("--duration-s 1..=3600 and --period-s 1..=120".into());
+    }
+    let faults = nemesis::Fault::parse(&flag("--nemesis").unwrap_or_else(|| "kill".into()))?;
+    if faults.iter().any(|f| f.is_partition()) && !nemesis::nft_available() {
+        return Err("partitions need nft (apt-get install nftables)".into());
+    }
+    let expect_valid = match flag("--expect").as_deref() {
+        None | Some("valid") => true,
+        Some("invalid") => false,
+        Some(other) => return Err(format!("--expect valid|invalid, not {other}")),
+    };
+    let node_args = match flag("--node-fault") {
+        None => Vec::new(),
+        Some(f) => vec!["--unsafe-test-fault".to_string(), f],
+    };
     let results = std::path::PathBuf::from(
         flag("--results")
             .unwrap_or_else(|| format!("jepsen-results/register-{}", std::process::id())),
@@ -163,12 +191,15 @@ fn register(args: &[String]) -> Result<(), String> {
     std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
     let results = results.canonicalize().map_err(|e| e.to_string())?;
     let cfg = campaign::Config {
-        nodes: 3,
+        nodes,
         processes: 5,
         keys: 3,
         duration: Duration::from_secs(duration_s),
-        nemesis_period: Duration::from_secs(4),
+        nemesis_period: Duration::from_secs(period_s),
+        faults: faults.clone(),
+        recovery_bound: Duration::from_secs(recovery_s),
         node_bin,
+        node_args: node_args.clone(),
         results: results.clone(),
     };
     let hosts = Hosts::create(cfg.nodes, std::process::id()).map_err(|e| e.to_string())?;
@@ -177,29 +208,28 @@ fn register(args: &[String]) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let events = rt.block_on(async {
-        let mut cluster = campaign::Cluster::start(hosts, &cfg.node_bin, &cfg.results)
-            .map_err(|e| e.to_string())?;
-        let events = campaign::run_register(&cfg, &mut cluster).await;
+    let outcome = rt.block_on(async {
+        let mut cluster =
+            campaign::Cluster::start(hosts, &cfg.node_bin, &cfg.node_args, &cfg.results)
+                .map_err(|e| e.to_string())?;
+        let outcome = campaign::run_register(&cfg, &mut cluster).await;
         drop(cluster);
-        events
+        outcome
     })?;
+    let events = &outcome.events;
     let lines: Vec<String> = events
         .iter()
         .map(|e| serde_json::to_string(e).unwrap_or_default())
         .collect();
     std::fs::write(results.join("history.jsonl"), lines.join("\n") + "\n")
         .map_err(|e| e.to_string())?;
-    let ops = history::operations(&events).map_err(|e| e.to_string())?;
+    let ops = history::operations(events).map_err(|e| e.to_string())?;
     let report = linearizability::check(&ops, 20_000_000);
-    let oks = events
-        .iter()
-        .filter(|e| e.kind == history::EventType::Ok)
-        .count();
-    let infos = events
-        .iter()
-        .filter(|e| e.kind == history::EventType::Info)
-        .count();
+    let count = |kind| events.iter().filter(|e| e.kind == kind).count();
+    let (oks, infos) = (
+        count(history::EventType::Ok),
+        count(history::EventType::Info),
+    );
     let keys: serde_json::Map<String, serde_json::Value> = report
         .keys
         .iter()
@@ -216,21 +246,56 @@ fn register(args: &[String]) -> Result<(), String> {
             (k.clone(), v)
         })
         .collect();
-    let doc = serde_json::json!({ "workload": "register", "nemesis": "kill leader every 4 s", "events": events.len(), "ok": oks, "info": infos, "valid": report.valid, "keys": keys });
+    let recovery_ms = outcome.recovery.as_ref().ok().map(|d| d.as_millis() as u64);
+    let doc = serde_json::json!({
+        "workload": "register",
+        "nodes": nodes,
+        "nemeses": faults,
+        "period_s": period_s,
+        "node_fault": node_args.get(1),
+        "events": events.len(), "ok": oks, "info": infos,
+        "valid": report.valid,
+        "keys": keys,
+        "faults": outcome.faults,
+        "recovery_ms": recovery_ms,
+        "recovery_error": outcome.recovery.as_ref().err(),
+        "recovery_bound_ms": recovery_s * 1_000,
+    });
     std::fs::write(
         results.join("results.json"),
         serde_json::to_vec_pretty(&doc).unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
+    let title = format!(
+        "register, {nodes} nodes, nemeses {faults:?}{}",
+        node_args
+            .get(1)
+            .map(|f| format!(", node fault {f}"))
+            .unwrap_or_default()
+    );
+    std::fs::write(
+        results.join("plot.svg"),
+        plot::svg(&title, events, &outcome.faults),
+    )
+    .map_err(|e| e.to_string())?;
     println!(
-        "register: {} events ({oks} ok, {infos} indeterminate); linearizable: {:?}; results in {}",
+        "register: {} events ({oks} ok, {infos} indeterminate), {} faults; linearizable: {:?}; recovery: {}; results in {}",
         events.len(),
+        outcome.faults.len(),
         report.valid,
+        recovery_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "none".into()),
         results.display()
     );
-    match report.valid {
-        Some(true) => Ok(()),
-        Some(false) => Err("history is NOT linearizable (see results.json)".into()),
-        None => Err("checker could not decide (budget); see results.json".into()),
+    match (report.valid, expect_valid) {
+        (Some(true), true) => outcome.recovery.map(|_| ()),
+        (Some(false), false) => {
+            println!("register: the planted fault was caught (as expected)");
+            Ok(())
+        }
+        (Some(false), true) => Err("history is NOT linearizable (see results.json)".into()),
+        (Some(true), false) => {
+            Err("expected the checker to find a violation, but the history is linearizable".into())
+        }
+        (None, _) => Err("checker could not decide (budget); see results.json".into()),
     }
 }

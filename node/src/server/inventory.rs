@@ -30,6 +30,8 @@ pub struct InventoryApi<E: Engine> {
     pub raft: Raft,
     pub sm: StateMachine<E>,
     pub metrics: Arc<Metrics>,
+    /// A deliberate bug for the fault-injection suite to catch (`--unsafe-test-fault`).
+    pub fault: Option<crate::config::TestFault>,
 }
 
 type WriteResult = Result<GrpcResponse<pb::WriteResponse>, Status>;
@@ -114,6 +116,13 @@ impl<E: Engine> InventoryApi<E> {
         let consistency = read.map(|r| r.consistency).unwrap_or(0);
         match pb::Consistency::try_from(consistency) {
             Ok(pb::Consistency::Stale) => Ok(()),
+            // The planted bug: serve "linearizable" reads from local state without
+            // confirming leadership, as if every node were a current leader.
+            Ok(pb::Consistency::Linearizable)
+                if self.fault == Some(crate::config::TestFault::LocalReads) =>
+            {
+                Ok(())
+            }
             Ok(pb::Consistency::Linearizable) => match self.raft.ensure_linearizable().await {
                 Ok(_) => Ok(()),
                 Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
