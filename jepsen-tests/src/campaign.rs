@@ -199,11 +199,11 @@ impl Drop for Cluster {
     }
 }
 
-fn now_ns(t0: Instant) -> u64 {
+pub(crate) fn now_ns(t0: Instant) -> u64 {
     t0.elapsed().as_nanos() as u64
 }
 
-fn event(
+pub(crate) fn event(
     process: u64,
     kind: EventType,
     f: F,
@@ -221,7 +221,7 @@ fn event(
     }
 }
 
-fn client_config() -> ClientConfig {
+pub(crate) fn client_config() -> ClientConfig {
     ClientConfig {
         attempt_timeout_ms: 1_000,
         total_timeout_ms: 4_000,
@@ -242,6 +242,104 @@ async fn find_leader(cluster: &Cluster, client: &Client) -> Option<usize> {
         }
     }
     None
+}
+
+/// The nemeses, in turn, until `deadline`: half a period healthy, half a period faulty,
+/// then healed. Returns the fault intervals (times relative to `t0`).
+pub async fn run_nemeses(
+    cfg: &Config,
+    cluster: &mut Cluster,
+    client: &Client,
+    t0: Instant,
+    deadline: Instant,
+) -> Result<Vec<FaultInterval>, String> {
+    let n = cluster.hosts.hosts.len();
+    let mut faults = Vec::new();
+    let mut turn = 0usize;
+    let mut rand = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    while Instant::now() + cfg.nemesis_period < deadline && !cfg.faults.is_empty() {
+        tokio::time::sleep(cfg.nemesis_period / 2).await;
+        let fault = cfg.faults[turn % cfg.faults.len()];
+        turn += 1;
+        rand ^= rand << 13;
+        rand ^= rand >> 7;
+        rand ^= rand << 17;
+        let Some(leader) = find_leader(cluster, client).await else {
+            continue; // no leader known right now: skip this turn
+        };
+        let start_ns = now_ns(t0);
+        let detail = match fault {
+            Fault::Kill => {
+                cluster.kill(leader);
+                format!("killed node {}", leader + 1)
+            }
+            Fault::Pause => {
+                cluster.signal_pause(leader, true);
+                format!("paused node {}", leader + 1)
+            }
+            partition => {
+                if n < 3 {
+                    return Err("partitions need at least 3 nodes".into());
+                }
+                let views = nemesis::views(partition, n, leader, rand);
+                nemesis::partition(&cluster.hosts, &nemesis::grudge(&views))?;
+                views
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let ids: Vec<String> = v.iter().map(|j| (j + 1).to_string()).collect();
+                        format!("{} hears {}", i + 1, ids.join("+"))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+        };
+        tokio::time::sleep(cfg.nemesis_period / 2).await;
+        match fault {
+            Fault::Kill => cluster.spawn(leader).map_err(|e| e.to_string())?,
+            Fault::Pause => cluster.signal_pause(leader, false),
+            _ => nemesis::heal(&cluster.hosts)?,
+        }
+        faults.push(FaultInterval {
+            fault,
+            detail,
+            start_ns,
+            end_ns: now_ns(t0),
+        });
+    }
+    Ok(faults)
+}
+
+/// Heals everything, then measures the time until the cluster acknowledges a write; an
+/// error inside the result when it took longer than the bound.
+pub async fn check_recovery(
+    cfg: &Config,
+    cluster: &Cluster,
+    client: &Client,
+) -> Result<Result<Duration, String>, String> {
+    nemesis::heal(&cluster.hosts)?;
+    let healed = Instant::now();
+    let recovery = loop {
+        // A real write that touches no register: a new location.
+        let r = client
+            .create_location(pb::CreateLocationRequest {
+                id: format!("probe-{}", healed.elapsed().as_nanos()),
+                name: "recovery probe".into(),
+                kind: pb::LocationKind::Warehouse as i32,
+                options: None,
+            })
+            .await;
+        if r.is_ok() {
+            break Ok(healed.elapsed());
+        }
+        if healed.elapsed() > cfg.recovery_bound {
+            break Err(format!(
+                "no write acknowledged within {:?} of healing: {r:?}",
+                cfg.recovery_bound
+            ));
+        }
+    };
+    Ok(recovery)
 }
 
 /// Runs the register workload under the configured nemeses; returns the history, the
@@ -359,14 +457,18 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Outcome
                             s.levels[0].on_hand.into(),
                             t0,
                         )),
-                        _ => record(event(
-                            process,
-                            EventType::Fail,
-                            F::Read,
-                            &key,
-                            serde_json::Value::Null,
-                            t0,
-                        )),
+                        _ => {
+                            record(event(
+                                process,
+                                EventType::Fail,
+                                F::Read,
+                                &key,
+                                serde_json::Value::Null,
+                                t0,
+                            ));
+                            // Not this node's to answer (a follower): do not spin on it.
+                            tokio::time::sleep(Duration::from_millis(10)).await;
+                        }
                     }
                 } else {
                     let from = (rng >> 40) as i64 % 5;
@@ -411,87 +513,11 @@ pub async fn run_register(cfg: &Config, cluster: &mut Cluster) -> Result<Outcome
             }
         }));
     }
-    // The nemeses, in turn: half a period healthy, half a period faulty, then healed.
-    let n = cluster.hosts.hosts.len();
-    let mut faults = Vec::new();
-    let mut turn = 0usize;
-    let mut rand = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
-    while Instant::now() + cfg.nemesis_period < deadline && !cfg.faults.is_empty() {
-        tokio::time::sleep(cfg.nemesis_period / 2).await;
-        let fault = cfg.faults[turn % cfg.faults.len()];
-        turn += 1;
-        rand ^= rand << 13;
-        rand ^= rand >> 7;
-        rand ^= rand << 17;
-        let Some(leader) = find_leader(cluster, &client).await else {
-            continue; // no leader known right now: skip this turn
-        };
-        let start_ns = now_ns(t0);
-        let detail = match fault {
-            Fault::Kill => {
-                cluster.kill(leader);
-                format!("killed node {}", leader + 1)
-            }
-            Fault::Pause => {
-                cluster.signal_pause(leader, true);
-                format!("paused node {}", leader + 1)
-            }
-            partition => {
-                if n < 3 {
-                    return Err("partitions need at least 3 nodes".into());
-                }
-                let views = nemesis::views(partition, n, leader, rand);
-                nemesis::partition(&cluster.hosts, &nemesis::grudge(&views))?;
-                views
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let ids: Vec<String> = v.iter().map(|j| (j + 1).to_string()).collect();
-                        format!("{} hears {}", i + 1, ids.join("+"))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
-        };
-        tokio::time::sleep(cfg.nemesis_period / 2).await;
-        match fault {
-            Fault::Kill => cluster.spawn(leader).map_err(|e| e.to_string())?,
-            Fault::Pause => cluster.signal_pause(leader, false),
-            _ => nemesis::heal(&cluster.hosts)?,
-        }
-        faults.push(FaultInterval {
-            fault,
-            detail,
-            start_ns,
-            end_ns: now_ns(t0),
-        });
-    }
+    let faults = run_nemeses(cfg, cluster, &client, t0, deadline).await?;
     for w in workers {
         w.await.map_err(|e| e.to_string())?;
     }
-    // Everything is healed; the cluster must take a write within the bound.
-    nemesis::heal(&cluster.hosts)?;
-    let healed = Instant::now();
-    let recovery = loop {
-        // A real write that touches no register: a new location.
-        let r = client
-            .create_location(pb::CreateLocationRequest {
-                id: format!("probe-{}", healed.elapsed().as_nanos()),
-                name: "recovery probe".into(),
-                kind: pb::LocationKind::Warehouse as i32,
-                options: None,
-            })
-            .await;
-        if r.is_ok() {
-            break Ok(healed.elapsed());
-        }
-        if healed.elapsed() > cfg.recovery_bound {
-            break Err(format!(
-                "no write acknowledged within {:?} of healing: {r:?}",
-                cfg.recovery_bound
-            ));
-        }
-    };
+    let recovery = check_recovery(cfg, cluster, &client).await?;
     let events = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
     eprintln!(
         "campaign: {} events, {} faults, recovery {recovery:?}",

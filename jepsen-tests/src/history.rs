@@ -27,6 +27,19 @@ pub enum F {
     Read,
     Write,
     Cas,
+    // The inventory workload's operations (never in a register history).
+    Receive,
+    Ship,
+    Transfer,
+    Reserve,
+    Commit,
+    Release,
+}
+
+impl F {
+    fn is_register(self) -> bool {
+        matches!(self, F::Read | F::Write | F::Cas)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,7 +121,7 @@ fn mutation(inv: &Event) -> Option<RegOp> {
                 new: int(&pair[1])?,
             })
         }
-        F::Read => None,
+        _ => None,
     }
 }
 
@@ -123,6 +136,9 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
         value: e.value.to_string(),
     };
     for (index, e) in events.iter().enumerate() {
+        if !e.f.is_register() {
+            return Err(bad(index, e));
+        }
         match e.kind {
             EventType::Invoke => {
                 if open.insert(e.process, (index, e)).is_some() {
@@ -147,7 +163,7 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
                     } else {
                         Some(int(&e.value).ok_or_else(|| bad(index, e))?)
                     }),
-                    F::Write | F::Cas => mutation(inv).ok_or_else(|| bad(inv_index, inv))?,
+                    _ => mutation(inv).ok_or_else(|| bad(inv_index, inv))?,
                 };
                 let complete_ns = (kind == EventType::Ok).then_some(e.time_ns);
                 out.push(Operation {
@@ -164,7 +180,7 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
     for (_, (index, inv)) in open {
         let op = match inv.f {
             F::Read => continue,
-            F::Write | F::Cas => mutation(inv).ok_or_else(|| bad(index, inv))?,
+            _ => mutation(inv).ok_or_else(|| bad(index, inv))?,
         };
         out.push(Operation {
             index,

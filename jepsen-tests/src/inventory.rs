@@ -2,7 +2,9 @@
 //! acknowledged operations are checked against the brief's rules.
 //!
 //! The workload puts each operation's idempotency key in the movement's `reference`, so
-//! the ledger itself tells which operations applied and how often.
+//! the ledger itself tells which operations applied and how often. A reservation's ending
+//! movements (commit, release, expire) carry the reservation's reference, not the ending
+//! request's key, so they are matched by reservation id instead.
 //!
 //! Rules checked: (1) on_hand >= 0 and 0 <= reserved <= on_hand at real locations;
 //! (2) per item, all balances (virtual included) sum to zero; (3) replaying the ledger
@@ -38,11 +40,18 @@ pub struct Replica {
     pub movements: Vec<Movement>,
 }
 
-/// An operation the client saw succeed: its idempotency key and the revision returned.
+/// An operation the client saw succeed: its idempotency key and the revision returned;
+/// for a commit or release, the reservation it ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub key: String,
     pub revision: u64,
+    #[serde(default)]
+    pub ends_reservation: String,
+}
+
+fn is_ending(kind: &str) -> bool {
+    matches!(kind, "commit" | "release" | "expire")
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,12 +182,13 @@ fn check_replica(r: &Replica, acks: &[Ack], out: &mut Vec<Violation>) {
     }
     let mut by_key: BTreeMap<&str, BTreeSet<u64>> = BTreeMap::new();
     let mut endings: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut ended_at: BTreeMap<&str, u64> = BTreeMap::new();
     for m in &r.movements {
-        if !m.reference.is_empty() {
-            by_key.entry(&m.reference).or_default().insert(m.revision);
-        }
-        if matches!(m.kind.as_str(), "commit" | "release" | "expire") {
+        if is_ending(&m.kind) {
             *endings.entry(&m.reservation).or_default() += 1;
+            ended_at.insert(&m.reservation, m.revision);
+        } else if !m.reference.is_empty() {
+            by_key.entry(&m.reference).or_default().insert(m.revision);
         }
     }
     for (key, revs) in by_key.iter().filter(|(_, r)| r.len() > 1) {
@@ -196,9 +206,13 @@ fn check_replica(r: &Replica, acks: &[Ack], out: &mut Vec<Violation>) {
         });
     }
     for ack in acks {
-        let found = by_key
-            .get(ack.key.as_str())
-            .and_then(|r| r.iter().next().copied());
+        let found = if ack.ends_reservation.is_empty() {
+            by_key
+                .get(ack.key.as_str())
+                .and_then(|r| r.iter().next().copied())
+        } else {
+            ended_at.get(ack.ends_reservation.as_str()).copied()
+        };
         if found != Some(ack.revision) {
             out.push(Violation::LostAck {
                 node,

@@ -9,6 +9,8 @@
 //! - `hosts`: network-namespace test hosts on a bridge, made and torn down every run.
 //! - `campaign`: nodes in the hosts, the register workload, nemeses on a schedule, the
 //!   history, the recovery check.
+//! - `inventory_workload`: receive/ship/transfer/reserve/commit/release under the nemeses,
+//!   then every replica read and checked by `inventory`.
 //! - `nemesis`: kill, pause and four partition shapes (nftables in the hosts' namespaces).
 //! - `plot`: latency and throughput over time with the faults shaded (SVG).
 
@@ -16,6 +18,7 @@ pub mod campaign;
 pub mod history;
 pub mod hosts;
 pub mod inventory;
+pub mod inventory_workload;
 pub mod linearizability;
 pub mod nemesis;
 pub mod plot;

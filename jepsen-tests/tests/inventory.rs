@@ -26,13 +26,14 @@ fn mv(
     }
 }
 
-/// receive 10 at w1 (k1), transfer 3 to w2 (k2), reserve 2 at w1 (k3), commit it (k4).
+/// receive 10 at w1 (k1), transfer 3 to w2 (k2), reserve 2 at w1 (k3), commit it (k4). As
+/// the node records it, the commit movement carries the reservation's reference (k3).
 fn good(node: u64) -> Replica {
     let movements = vec![
         mv(5, "receive", "supplier", "w1", 10, "k1", ""),
         mv(6, "transfer", "w1", "w2", 3, "k2", ""),
         mv(7, "reserve", "w1", "w1", 2, "k3", "r1"),
-        mv(8, "commit", "w1", "customer", 2, "k4", "r1"),
+        mv(8, "commit", "w1", "customer", 2, "k3", "r1"),
     ];
     let mut balances = BTreeMap::new();
     balances.insert(("sku".to_string(), "supplier".to_string()), (-10, 0));
@@ -49,11 +50,12 @@ fn good(node: u64) -> Replica {
 }
 
 fn acks() -> Vec<Ack> {
-    [("k1", 5), ("k2", 6), ("k3", 7), ("k4", 8)]
+    [("k1", 5, ""), ("k2", 6, ""), ("k3", 7, ""), ("k4", 8, "r1")]
         .iter()
-        .map(|(k, r)| Ack {
+        .map(|(k, r, ends)| Ack {
             key: k.to_string(),
             revision: *r,
+            ends_reservation: ends.to_string(),
         })
         .collect()
 }
@@ -121,6 +123,18 @@ fn every_planted_violation_is_caught() {
                 acks.push(Ack {
                     key: "k-never-applied".into(),
                     revision: 11,
+                    ends_reservation: String::new(),
+                });
+            }),
+        ),
+        (
+            "LostAck",
+            Box::new(move |_, acks| {
+                // A release acknowledged for a reservation the ledger never ended.
+                acks.push(Ack {
+                    key: "k-release".into(),
+                    revision: 12,
+                    ends_reservation: "r-never-ended".into(),
                 });
             }),
         ),

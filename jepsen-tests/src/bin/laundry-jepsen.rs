@@ -17,10 +17,11 @@ fn main() -> std::process::ExitCode {
     let result = match args.get(1).map(String::as_str) {
         Some("hosts-check") => hosts_check(args.get(2).and_then(|n| n.parse().ok()).unwrap_or(5)),
         Some("register") => register(&args[2..]),
+        Some("inventory") => inventory(&args[2..]),
         Some("probe-listen") => probe_listen(&args[2]),
         Some("probe-connect") => probe_connect(&args[2]),
         _ => Err(
-            "usage: laundry-jepsen hosts-check [N] | register [--duration-s S] [--nodes N] \
+            "usage: laundry-jepsen hosts-check [N] | register|inventory [--duration-s S] [--nodes N] \
              [--nemesis kill,pause,partition,...] [--period-s S] [--node-fault local-reads] \
              [--expect valid|invalid] [--results DIR]"
                 .to_string(),
@@ -130,16 +131,22 @@ fn hosts_check(n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// `register [--duration-s 20] [--nodes 3] [--nemesis kill] [--period-s 4] [--results DIR]
-/// [--node-bin PATH] [--node-fault local-reads] [--expect valid|invalid]
-/// [--recovery-bound-s 10]`: nodes in namespaced hosts, 5 client processes (each its own
-/// client, preferring a different node) over 3 registers, the nemeses in turn (kill, pause,
-/// isolate-leader, halves, ring, bridge; `partition` = the four shapes). Writes
-/// DIR/history.jsonl, DIR/results.json (verdict, counterexample, faults, recovery) and
-/// DIR/plot.svg. Exit 0 when the verdict is the expected one and, for `valid`, the
-/// cluster took a write within the recovery bound after the last heal.
-fn register(args: &[String]) -> Result<(), String> {
-    use laundry_jepsen::{campaign, history, linearizability, nemesis, plot};
+/// Flags every campaign takes: `[--duration-s 20] [--nodes 3] [--nemesis kill]
+/// [--period-s 4] [--results DIR] [--node-bin PATH] [--node-fault local-reads]
+/// [--expect valid|invalid] [--recovery-bound-s 10]`. Nodes run in namespaced hosts, 5
+/// client processes (each its own client, preferring a different node), the nemeses in
+/// turn (kill, pause, isolate-leader, halves, ring, bridge; `partition` = the four
+/// shapes). Each run writes DIR/history.jsonl, DIR/results.json (verdict, counterexample,
+/// faults, recovery) and DIR/plot.svg. Exit 0 when the verdict is the expected one and,
+/// for `valid`, the cluster took a write within the recovery bound after the last heal.
+struct Campaign {
+    cfg: laundry_jepsen::campaign::Config,
+    expect_valid: bool,
+    title: String,
+}
+
+fn parse_campaign(args: &[String], workload: &str) -> Result<Campaign, String> {
+    use laundry_jepsen::{campaign, nemesis};
     let flag = |name: &str| {
         args.iter()
             .position(|a| a == name)
@@ -174,7 +181,7 @@ fn register(args: &[String]) -> Result<(), String> {
     };
     let results = std::path::PathBuf::from(
         flag("--results")
-            .unwrap_or_else(|| format!("jepsen-results/register-{}", std::process::id())),
+            .unwrap_or_else(|| format!("jepsen-results/{workload}-{}", std::process::id())),
     );
     let node_bin = match flag("--node-bin") {
         Some(p) => std::path::PathBuf::from(p),
@@ -202,27 +209,73 @@ fn register(args: &[String]) -> Result<(), String> {
         node_args: node_args.clone(),
         results: results.clone(),
     };
+    let title = format!(
+        "{workload}, {nodes} nodes, nemeses {faults:?}{}",
+        node_args
+            .get(1)
+            .map(|f| format!(", node fault {f}"))
+            .unwrap_or_default()
+    );
+    Ok(Campaign {
+        cfg,
+        expect_valid,
+        title,
+    })
+}
+
+/// Runs a campaign's cluster and workload on a fresh set of hosts.
+fn with_cluster<T>(
+    cfg: &laundry_jepsen::campaign::Config,
+    run: impl for<'a> FnOnce(
+        &'a laundry_jepsen::campaign::Config,
+        &'a mut laundry_jepsen::campaign::Cluster,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<T, String>> + 'a>,
+    >,
+) -> Result<T, String> {
+    use laundry_jepsen::campaign;
     let hosts = Hosts::create(cfg.nodes, std::process::id()).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let outcome = rt.block_on(async {
+    rt.block_on(async {
         let mut cluster =
             campaign::Cluster::start(hosts, &cfg.node_bin, &cfg.node_args, &cfg.results)
                 .map_err(|e| e.to_string())?;
-        let outcome = campaign::run_register(&cfg, &mut cluster).await;
+        let out = run(cfg, &mut cluster).await;
         drop(cluster);
-        outcome
-    })?;
-    let events = &outcome.events;
+        out
+    })
+}
+
+fn write_history(
+    results: &std::path::Path,
+    events: &[laundry_jepsen::history::Event],
+) -> Result<(), String> {
     let lines: Vec<String> = events
         .iter()
         .map(|e| serde_json::to_string(e).unwrap_or_default())
         .collect();
     std::fs::write(results.join("history.jsonl"), lines.join("\n") + "\n")
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())
+}
+
+/// `register`: CAS registers, checked for linearizability.
+fn register(args: &[String]) -> Result<(), String> {
+    use laundry_jepsen::{campaign, history, linearizability, plot};
+    let Campaign {
+        cfg,
+        expect_valid,
+        title,
+    } = parse_campaign(args, "register")?;
+    let results = cfg.results.clone();
+    let outcome = with_cluster(&cfg, |cfg, cluster| {
+        Box::pin(campaign::run_register(cfg, cluster))
+    })?;
+    let events = &outcome.events;
+    write_history(&results, events)?;
     let ops = history::operations(events).map_err(|e| e.to_string())?;
     let report = linearizability::check(&ops, 20_000_000);
     let count = |kind| events.iter().filter(|e| e.kind == kind).count();
@@ -249,30 +302,23 @@ fn register(args: &[String]) -> Result<(), String> {
     let recovery_ms = outcome.recovery.as_ref().ok().map(|d| d.as_millis() as u64);
     let doc = serde_json::json!({
         "workload": "register",
-        "nodes": nodes,
-        "nemeses": faults,
-        "period_s": period_s,
-        "node_fault": node_args.get(1),
+        "nodes": cfg.nodes,
+        "nemeses": cfg.faults,
+        "period_s": cfg.nemesis_period.as_secs(),
+        "node_fault": cfg.node_args.get(1),
         "events": events.len(), "ok": oks, "info": infos,
         "valid": report.valid,
         "keys": keys,
         "faults": outcome.faults,
         "recovery_ms": recovery_ms,
         "recovery_error": outcome.recovery.as_ref().err(),
-        "recovery_bound_ms": recovery_s * 1_000,
+        "recovery_bound_ms": cfg.recovery_bound.as_millis() as u64,
     });
     std::fs::write(
         results.join("results.json"),
         serde_json::to_vec_pretty(&doc).unwrap_or_default(),
     )
     .map_err(|e| e.to_string())?;
-    let title = format!(
-        "register, {nodes} nodes, nemeses {faults:?}{}",
-        node_args
-            .get(1)
-            .map(|f| format!(", node fault {f}"))
-            .unwrap_or_default()
-    );
     std::fs::write(
         results.join("plot.svg"),
         plot::svg(&title, events, &outcome.faults),
@@ -297,5 +343,79 @@ fn register(args: &[String]) -> Result<(), String> {
             Err("expected the checker to find a violation, but the history is linearizable".into())
         }
         (None, _) => Err("checker could not decide (budget); see results.json".into()),
+    }
+}
+
+/// `inventory`: receive / ship / transfer / reserve / commit / release with idempotency
+/// keys and retries; every replica's end state checked against the brief's rules.
+fn inventory(args: &[String]) -> Result<(), String> {
+    use laundry_jepsen::{inventory, inventory_workload, plot};
+    let Campaign {
+        cfg,
+        expect_valid,
+        title,
+    } = parse_campaign(args, "inventory")?;
+    let results = cfg.results.clone();
+    let outcome = with_cluster(&cfg, |cfg, cluster| {
+        Box::pin(inventory_workload::run(cfg, cluster))
+    })?;
+    write_history(&results, &outcome.events)?;
+    let report = inventory::check(&outcome.acks, &outcome.replicas);
+    let count = |kind| outcome.events.iter().filter(|e| e.kind == kind).count();
+    let (oks, fails, infos) = (
+        count(laundry_jepsen::history::EventType::Ok),
+        count(laundry_jepsen::history::EventType::Fail),
+        count(laundry_jepsen::history::EventType::Info),
+    );
+    let recovery_ms = outcome.recovery.as_ref().ok().map(|d| d.as_millis() as u64);
+    let movements = outcome
+        .replicas
+        .first()
+        .map(|r| r.movements.len())
+        .unwrap_or(0);
+    let doc = serde_json::json!({
+        "workload": "inventory",
+        "nodes": cfg.nodes,
+        "nemeses": cfg.faults,
+        "period_s": cfg.nemesis_period.as_secs(),
+        "node_fault": cfg.node_args.get(1),
+        "operations": {"ok": oks, "refused": fails, "indeterminate": infos},
+        "acknowledged": outcome.acks.len(),
+        "replicas": outcome.replicas.len(),
+        "ledger_movements": movements,
+        "valid": report.valid,
+        "violations": report.violations,
+        "faults": outcome.faults,
+        "recovery_ms": recovery_ms,
+        "recovery_error": outcome.recovery.as_ref().err(),
+        "recovery_bound_ms": cfg.recovery_bound.as_millis() as u64,
+    });
+    std::fs::write(
+        results.join("results.json"),
+        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        results.join("plot.svg"),
+        plot::svg(&title, &outcome.events, &outcome.faults),
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "inventory: {oks} ok, {fails} refused, {infos} indeterminate; {} faults; {} replicas with {movements} movements each; valid: {}{}; recovery: {}; results in {}",
+        outcome.faults.len(),
+        outcome.replicas.len(),
+        report.valid,
+        if report.valid { String::new() } else { format!(" ({} violations)", report.violations.len()) },
+        recovery_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "none".into()),
+        results.display()
+    );
+    match (report.valid, expect_valid) {
+        (true, true) => outcome.recovery.map(|_| ()),
+        (false, false) => {
+            println!("inventory: the planted fault was caught (as expected)");
+            Ok(())
+        }
+        (false, true) => Err("inventory rules violated (see results.json)".into()),
+        (true, false) => Err("expected a violation, but every rule held".into()),
     }
 }
