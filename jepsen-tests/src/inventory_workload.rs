@@ -9,10 +9,15 @@
 //! node alone (stale reads: its own applied state) and handed to the inventory checker:
 //! conservation, bounds, ledger replay, at-most-once keys, reservations ended once, every
 //! acknowledged write present, identical replicas.
+//!
+//! Watchers run alongside from the start: each follows the whole ledger with the client
+//! crate's resumable watch (preferring a different node, reconnecting through kills and
+//! partitions); at the end each must have seen exactly the final ledger, once, in order.
 
 use crate::campaign::{self, Cluster, Config, FaultInterval};
 use crate::history::{Event, EventType, F};
 use crate::inventory::{Ack, Movement, Replica};
+use crate::watch::{self, WatchViolation};
 use laundry_client::{pb, Client, ClientError};
 use laundry_proto::v1::inventory_service_client::InventoryServiceClient;
 use std::collections::{BTreeMap, BTreeSet};
@@ -29,6 +34,26 @@ const MAX_OPEN_PER_PROCESS: usize = 16;
 const CONVERGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Page size of the ledger read; pages read per replica are bounded by the run's length.
 const PAGE: u32 = 1_000;
+/// Concurrent watchers, each preferring a different node.
+const WATCHERS: usize = 2;
+/// How long watchers may take to catch up with the final ledger after the run.
+const WATCH_CATCH_UP: Duration = Duration::from_secs(30);
+
+/// The ledger positions a watcher received, shared with the task filling it.
+type Seen = Arc<Mutex<Vec<(u64, u32)>>>;
+
+/// Attempts at reading a quiescent, converged state (reservation expiry may still be
+/// applying when the run ends).
+const READ_ATTEMPTS: usize = 20;
+
+/// What one watcher saw.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WatchReport {
+    pub watcher: usize,
+    pub received: usize,
+    /// `None`: exactly the ledger, once, in order.
+    pub violation: Option<WatchViolation>,
+}
 
 pub struct InventoryOutcome {
     pub events: Vec<Event>,
@@ -36,6 +61,7 @@ pub struct InventoryOutcome {
     pub replicas: Vec<Replica>,
     pub faults: Vec<FaultInterval>,
     pub recovery: Result<Duration, String>,
+    pub watchers: Vec<WatchReport>,
 }
 
 enum Outcome {
@@ -135,6 +161,36 @@ pub async fn run(cfg: &Config, cluster: &mut Cluster) -> Result<InventoryOutcome
     let deadline = t0 + cfg.duration;
     let history: Arc<Mutex<Vec<Event>>> = Arc::new(Mutex::new(Vec::new()));
     let acks: Arc<Mutex<Vec<Ack>>> = Arc::new(Mutex::new(Vec::new()));
+    let (stop_watchers, stopped) = tokio::sync::watch::channel(false);
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut watchers = Vec::new();
+    for w in 0..WATCHERS {
+        let mut endpoints = cluster.endpoints();
+        let first = (w + 1) % endpoints.len();
+        endpoints.rotate_left(first);
+        let client =
+            Client::new(&endpoints, campaign::client_config()).map_err(|e| e.to_string())?;
+        let received = Arc::new(Mutex::new(Vec::new()));
+        seen.push(received.clone());
+        let mut stopped = stopped.clone();
+        watchers.push(tokio::spawn(async move {
+            use tokio_stream::StreamExt;
+            let mut stream = Box::pin(client.watch(0, "", ""));
+            loop {
+                tokio::select! {
+                    m = stream.next() => match m {
+                        Some(Ok(m)) => received
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((m.revision, m.seq)),
+                        // The stream gave up (retries exhausted) or ended: what it saw stands.
+                        _ => return,
+                    },
+                    _ = stopped.changed() => return,
+                }
+            }
+        }));
+    }
     let mut workers = Vec::new();
     for p in 0..cfg.processes as u64 {
         let mut endpoints = cluster.endpoints();
@@ -275,7 +331,35 @@ pub async fn run(cfg: &Config, cluster: &mut Cluster) -> Result<InventoryOutcome
         w.await.map_err(|e| e.to_string())?;
     }
     let recovery = campaign::check_recovery(cfg, cluster, &client).await?;
-    let replicas = read_replicas(cluster, &client).await?;
+    let replicas = read_replicas(cluster).await?;
+    let ledger: Vec<(u64, u32)> = replicas
+        .first()
+        .map(|r| r.movements.iter().map(|m| (m.revision, m.seq)).collect())
+        .unwrap_or_default();
+    let caught_up = Instant::now() + WATCH_CATCH_UP;
+    while Instant::now() < caught_up
+        && seen
+            .iter()
+            .any(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len() < ledger.len())
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = stop_watchers.send(true);
+    for w in watchers {
+        w.await.map_err(|e| e.to_string())?;
+    }
+    let watchers = seen
+        .iter()
+        .enumerate()
+        .map(|(watcher, s)| {
+            let received = s.lock().unwrap_or_else(|p| p.into_inner());
+            WatchReport {
+                watcher,
+                received: received.len(),
+                violation: watch::check(&received, &ledger),
+            }
+        })
+        .collect();
     let events = std::mem::take(&mut *history.lock().unwrap_or_else(|p| p.into_inner()));
     let acks = std::mem::take(&mut *acks.lock().unwrap_or_else(|p| p.into_inner()));
     Ok(InventoryOutcome {
@@ -284,6 +368,7 @@ pub async fn run(cfg: &Config, cluster: &mut Cluster) -> Result<InventoryOutcome
         replicas,
         faults,
         recovery,
+        watchers,
     })
 }
 
@@ -299,101 +384,120 @@ fn stale() -> Option<pb::ReadOptions> {
     })
 }
 
-/// Waits until every node reports the same applied index, then reads each one's state
-/// from that node alone.
-async fn read_replicas(cluster: &Cluster, client: &Client) -> Result<Vec<Replica>, String> {
+/// Reads every node's state from that node alone, and retries until all of it comes from
+/// one applied index on every node: the state is quiescent (open reservations may still be
+/// expiring when the run ends, each expiry a new write) and the replicas have converged.
+async fn read_replicas(cluster: &Cluster) -> Result<Vec<Replica>, String> {
     let endpoints = cluster.endpoints();
+    // Let every open reservation pass its deadline and be expired first.
+    tokio::time::sleep(Duration::from_millis(RESERVATION_TTL_MS + 1_000)).await;
     let deadline = Instant::now() + CONVERGE_TIMEOUT;
-    loop {
+    let mut last = String::new();
+    for _ in 0..READ_ATTEMPTS {
+        let mut replicas = Vec::new();
         let mut applied = BTreeSet::new();
-        for ep in &endpoints {
-            match client.node_status(ep).await {
-                Ok(s) => applied.insert(s.applied_index),
-                Err(_) => applied.insert(u64::MAX),
-            };
+        for (i, ep) in endpoints.iter().enumerate() {
+            match read_replica(i, ep).await {
+                Ok((r, seen)) => {
+                    replicas.push(r);
+                    applied.extend(seen);
+                }
+                Err(e) => last = e,
+            }
         }
-        if applied.len() == 1 && !applied.contains(&u64::MAX) {
-            break;
+        if replicas.len() == endpoints.len() && applied.len() == 1 {
+            return Ok(replicas);
+        }
+        if !applied.is_empty() {
+            last = format!("reads saw applied indexes {applied:?}");
         }
         if Instant::now() > deadline {
-            return Err(format!(
-                "replicas did not converge within {CONVERGE_TIMEOUT:?}: {applied:?}"
-            ));
+            break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let mut replicas = Vec::new();
-    for (i, ep) in endpoints.iter().enumerate() {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
-            .map_err(|e| e.to_string())?
-            .connect_lazy();
-        let mut node = InventoryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-        let locations = node
-            .list_locations(pb::ListLocationsRequest {
-                page_size: 1_000,
-                page_token: String::new(),
+    Err(format!("no quiescent, converged state to read: {last}"))
+}
+
+/// One node's locations, stock levels and ledger, with the applied indexes its answers
+/// reported.
+async fn read_replica(i: usize, ep: &str) -> Result<(Replica, BTreeSet<u64>), String> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{ep}"))
+        .map_err(|e| e.to_string())?
+        .connect_lazy();
+    let mut node = InventoryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let err = |s: tonic::Status| format!("node {}: {s}", i + 1);
+    let mut applied = BTreeSet::new();
+    let mut note = |h: Option<pb::ReadHeader>| {
+        applied.insert(h.map(|h| h.applied_index).unwrap_or(0));
+    };
+    let r = node
+        .list_locations(pb::ListLocationsRequest {
+            page_size: 1_000,
+            page_token: String::new(),
+            read: stale(),
+        })
+        .await
+        .map_err(err)?
+        .into_inner();
+    note(r.header);
+    let real_locations = r
+        .locations
+        .iter()
+        .filter(|l| l.kind != pb::LocationKind::Virtual as i32)
+        .map(|l| l.id.clone())
+        .collect();
+    let mut balances = BTreeMap::new();
+    for item in ITEMS {
+        let r = node
+            .get_stock(pb::GetStockRequest {
+                item: item.into(),
+                location: String::new(),
                 read: stale(),
             })
             .await
-            .map_err(|s| format!("node {}: {s}", i + 1))?
-            .into_inner()
-            .locations;
-        let real_locations = locations
-            .iter()
-            .filter(|l| l.kind != pb::LocationKind::Virtual as i32)
-            .map(|l| l.id.clone())
-            .collect();
-        let mut balances = BTreeMap::new();
-        for item in ITEMS {
-            let levels = node
-                .get_stock(pb::GetStockRequest {
-                    item: item.into(),
-                    location: String::new(),
-                    read: stale(),
-                })
-                .await
-                .map_err(|s| format!("node {}: {s}", i + 1))?
-                .into_inner()
-                .levels;
-            for l in levels {
-                balances.insert((l.item, l.location), (l.on_hand, l.reserved));
-            }
+            .map_err(err)?
+            .into_inner();
+        note(r.header);
+        for l in r.levels {
+            balances.insert((l.item, l.location), (l.on_hand, l.reserved));
         }
-        let mut movements = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = node
-                .list_movements(pb::ListMovementsRequest {
-                    page_size: PAGE,
-                    page_token: token.clone(),
-                    read: stale(),
-                    ..Default::default()
-                })
-                .await
-                .map_err(|s| format!("node {}: {s}", i + 1))?
-                .into_inner();
-            movements.extend(page.movements.into_iter().map(|m| Movement {
-                revision: m.revision,
-                seq: m.seq,
-                kind: kind_name(m.kind),
-                item: m.item,
-                from: m.from,
-                to: m.to,
-                quantity: m.quantity,
-                reference: m.reference,
-                reservation: m.reservation_id,
-            }));
-            if page.next_page_token.is_empty() {
-                break;
-            }
-            token = page.next_page_token;
-        }
-        replicas.push(Replica {
-            node: i as u64 + 1,
-            balances,
-            real_locations,
-            movements,
-        });
     }
-    Ok(replicas)
+    let mut movements = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = node
+            .list_movements(pb::ListMovementsRequest {
+                page_size: PAGE,
+                page_token: token.clone(),
+                read: stale(),
+                ..Default::default()
+            })
+            .await
+            .map_err(err)?
+            .into_inner();
+        note(page.header);
+        movements.extend(page.movements.into_iter().map(|m| Movement {
+            revision: m.revision,
+            seq: m.seq,
+            kind: kind_name(m.kind),
+            item: m.item,
+            from: m.from,
+            to: m.to,
+            quantity: m.quantity,
+            reference: m.reference,
+            reservation: m.reservation_id,
+        }));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let replica = Replica {
+        node: i as u64 + 1,
+        balances,
+        real_locations,
+        movements,
+    };
+    Ok((replica, applied))
 }

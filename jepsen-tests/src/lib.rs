@@ -12,6 +12,7 @@
 //! - `inventory_workload`: receive/ship/transfer/reserve/commit/release under the nemeses,
 //!   then every replica read and checked by `inventory`.
 //! - `nemesis`: kill, pause and four partition shapes (nftables in the hosts' namespaces).
+//! - `watch`: a watcher's stream against the final ledger (once, in order, no gaps).
 //! - `plot`: latency and throughput over time with the faults shaded (SVG).
 
 pub mod campaign;
@@ -22,3 +23,4 @@ pub mod inventory_workload;
 pub mod linearizability;
 pub mod nemesis;
 pub mod plot;
+pub mod watch;

@@ -361,6 +361,8 @@ fn inventory(args: &[String]) -> Result<(), String> {
     })?;
     write_history(&results, &outcome.events)?;
     let report = inventory::check(&outcome.acks, &outcome.replicas);
+    let watch_ok = outcome.watchers.iter().all(|w| w.violation.is_none());
+    let valid = report.valid && watch_ok;
     let count = |kind| outcome.events.iter().filter(|e| e.kind == kind).count();
     let (oks, fails, infos) = (
         count(laundry_jepsen::history::EventType::Ok),
@@ -383,8 +385,9 @@ fn inventory(args: &[String]) -> Result<(), String> {
         "acknowledged": outcome.acks.len(),
         "replicas": outcome.replicas.len(),
         "ledger_movements": movements,
-        "valid": report.valid,
+        "valid": valid,
         "violations": report.violations,
+        "watchers": outcome.watchers,
         "faults": outcome.faults,
         "recovery_ms": recovery_ms,
         "recovery_error": outcome.recovery.as_ref().err(),
@@ -401,15 +404,16 @@ fn inventory(args: &[String]) -> Result<(), String> {
     )
     .map_err(|e| e.to_string())?;
     println!(
-        "inventory: {oks} ok, {fails} refused, {infos} indeterminate; {} faults; {} replicas with {movements} movements each; valid: {}{}; recovery: {}; results in {}",
+        "inventory: {oks} ok, {fails} refused, {infos} indeterminate; {} faults; {} replicas with {movements} movements each; watchers saw {:?}; valid: {}{}; recovery: {}; results in {}",
         outcome.faults.len(),
         outcome.replicas.len(),
-        report.valid,
-        if report.valid { String::new() } else { format!(" ({} violations)", report.violations.len()) },
+        outcome.watchers.iter().map(|w| w.received).collect::<Vec<_>>(),
+        valid,
+        if valid { String::new() } else { format!(" ({} rule violations, watchers ok: {watch_ok})", report.violations.len()) },
         recovery_ms.map(|m| format!("{m} ms")).unwrap_or_else(|| "none".into()),
         results.display()
     );
-    match (report.valid, expect_valid) {
+    match (valid, expect_valid) {
         (true, true) => outcome.recovery.map(|_| ()),
         (false, false) => {
             println!("inventory: the planted fault was caught (as expected)");
