@@ -72,20 +72,28 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     node_bin: PathBuf,
     node_args: Vec<String>,
+    /// Per-node libfaketime timestamp files, when clock faults are on.
+    clock_files: Option<Vec<PathBuf>>,
     results: PathBuf,
     members: String,
 }
+
+/// The nodes' admin token (membership changes need one).
+pub const ADMIN_TOKEN: &str = "jepsen-admin-token-not-a-secret";
 
 fn addr(hosts: &Hosts, i: usize, port: u16) -> String {
     format!("{}:{port}", hosts.hosts[i].addr)
 }
 
 impl Cluster {
+    /// Starts a node in every host. With `faketime`, nodes run under libfaketime with a
+    /// per-node wall-clock offset file (offset 0 until a clock fault writes it).
     pub fn start(
         hosts: Hosts,
         node_bin: &Path,
         node_args: &[String],
         results: &Path,
+        faketime: bool,
     ) -> std::io::Result<Cluster> {
         let n = hosts.hosts.len();
         let members = (0..n)
@@ -105,9 +113,19 @@ impl Cluster {
             children: (0..n).map(|_| None).collect(),
             node_bin: node_bin.to_path_buf(),
             node_args: node_args.to_vec(),
+            clock_files: None,
             results: results.to_path_buf(),
             members,
         };
+        if faketime {
+            let files: Vec<PathBuf> = (0..n)
+                .map(|i| results.join(format!("clock-{}.rc", i + 1)))
+                .collect();
+            for f in &files {
+                nemesis::set_clock_offset(f, 0).map_err(std::io::Error::other)?;
+            }
+            c.clock_files = Some(files);
+        }
         for i in 0..n {
             c.spawn(i)?;
         }
@@ -119,9 +137,17 @@ impl Cluster {
             .create(true)
             .append(true)
             .open(self.results.join(format!("node-{}.log", i + 1)))?;
-        let child = self
+        let mut command = self
             .hosts
-            .command(i, self.node_bin.to_str().unwrap_or("laundry-node"))
+            .command(i, self.node_bin.to_str().unwrap_or("laundry-node"));
+        if let Some(files) = &self.clock_files {
+            command
+                .env("LD_PRELOAD", nemesis::FAKETIME_LIB)
+                .env("FAKETIME_TIMESTAMP_FILE", &files[i])
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
+        }
+        let child = command
             .args(["--id", &(i + 1).to_string()])
             .args([
                 "--data-dir",
@@ -139,6 +165,8 @@ impl Cluster {
             .args([
                 "--admin-addr",
                 &addr(&self.hosts, i, 7601),
+                "--admin-token",
+                ADMIN_TOKEN,
                 "--plaintext",
                 "--initial-members",
                 &self.members,
@@ -182,6 +210,29 @@ impl Cluster {
         (0..self.hosts.hosts.len())
             .map(|i| addr(&self.hosts, i, 7401))
             .collect()
+    }
+
+    /// Node `i`'s wall-clock offset file (clock faults on).
+    pub fn clock_file(&self, i: usize) -> Option<&Path> {
+        self.clock_files.as_ref().map(|f| f[i].as_path())
+    }
+
+    /// An admin client over every node's admin port.
+    pub fn admin(&self) -> laundry_client::AdminClient {
+        let eps = (0..self.hosts.hosts.len())
+            .map(|i| addr(&self.hosts, i, 7601))
+            .collect();
+        laundry_client::AdminClient::new(eps, Some(ADMIN_TOKEN.to_string()))
+    }
+
+    /// Node `i`'s entry for an add-learner call.
+    pub fn member_body(&self, i: usize) -> serde_json::Value {
+        serde_json::json!({
+            "id": i + 1,
+            "peer_addr": addr(&self.hosts, i, 7501),
+            "client_addr": addr(&self.hosts, i, 7401),
+            "admin_addr": addr(&self.hosts, i, 7601),
+        })
     }
 
     pub fn is_running(&self, i: usize) -> bool {
@@ -257,6 +308,8 @@ pub async fn run_nemeses(
     let mut faults = Vec::new();
     let mut turn = 0usize;
     let mut rand = 0x9e37_79b9_7f4a_7c15u64 ^ u64::from(std::process::id());
+    let mut removed: Option<usize> = None;
+    let mut clock: Option<(usize, i64)> = None;
     while Instant::now() + cfg.nemesis_period < deadline && !cfg.faults.is_empty() {
         tokio::time::sleep(cfg.nemesis_period / 2).await;
         let fault = cfg.faults[turn % cfg.faults.len()];
@@ -277,6 +330,28 @@ pub async fn run_nemeses(
                 cluster.signal_pause(leader, true);
                 format!("paused node {}", leader + 1)
             }
+            Fault::ClockSkew | Fault::ClockStrobe => {
+                let file = cluster
+                    .clock_file(leader)
+                    .ok_or("clock faults need the nodes started under libfaketime")?;
+                let magnitude = 10 + (rand >> 8) as i64 % 50;
+                let offset = if rand & 1 == 0 { magnitude } else { -magnitude };
+                nemesis::set_clock_offset(file, offset)?;
+                clock = Some((leader, offset));
+                format!("node {} wall clock {offset:+} s", leader + 1)
+            }
+            Fault::Membership => {
+                let victim = (leader + 1 + (rand % (n as u64 - 1)) as usize) % n;
+                let r =
+                    admin_call(cluster, "DELETE", &format!("/members/{}", victim + 1), None).await;
+                match r {
+                    Ok(r) if r.status == 200 => {
+                        removed = Some(victim);
+                        format!("removed node {}", victim + 1)
+                    }
+                    other => format!("removing node {} failed: {other:?}", victim + 1),
+                }
+            }
             partition => {
                 if n < 3 {
                     return Err("partitions need at least 3 nodes".into());
@@ -294,10 +369,37 @@ pub async fn run_nemeses(
                     .join("; ")
             }
         };
-        tokio::time::sleep(cfg.nemesis_period / 2).await;
+        if let (Fault::ClockStrobe, Some((node, offset))) = (fault, clock) {
+            // Flip between the offset and true time every second (libfaketime re-reads the
+            // file at most once a second).
+            let until = Instant::now() + cfg.nemesis_period / 2;
+            let mut on = false;
+            while Instant::now() < until {
+                if let Some(file) = cluster.clock_file(node) {
+                    nemesis::set_clock_offset(file, if on { offset } else { 0 })?;
+                }
+                on = !on;
+                tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+            }
+        } else {
+            tokio::time::sleep(cfg.nemesis_period / 2).await;
+        }
+        let mut detail = detail;
         match fault {
             Fault::Kill => cluster.spawn(leader).map_err(|e| e.to_string())?,
             Fault::Pause => cluster.signal_pause(leader, false),
+            Fault::ClockSkew | Fault::ClockStrobe => {
+                if let Some((node, _)) = clock.take() {
+                    if let Some(file) = cluster.clock_file(node) {
+                        nemesis::set_clock_offset(file, 0)?;
+                    }
+                }
+            }
+            Fault::Membership => {
+                if let Some(v) = removed.take() {
+                    detail += &readd(cluster, v).await;
+                }
+            }
             _ => nemesis::heal(&cluster.hosts)?,
         }
         faults.push(FaultInterval {
@@ -308,6 +410,49 @@ pub async fn run_nemeses(
         });
     }
     Ok(faults)
+}
+
+/// Most tries of one membership call while no leader is known (elections after a kill).
+const ADMIN_TRIES: usize = 20;
+
+/// A leader-only admin call, retried (bounded) while the cluster has no leader to take it.
+async fn admin_call(
+    cluster: &Cluster,
+    method: &str,
+    path: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<laundry_client::AdminResponse, String> {
+    let admin = cluster.admin();
+    let mut last = String::new();
+    for _ in 0..ADMIN_TRIES {
+        match admin.leader(method, path, body).await {
+            Ok(r) if r.status != 503 => return Ok(r),
+            Ok(r) => last = r.body,
+            Err(e) => last = e.to_string(),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    Err(format!("no leader took {method} {path}: {last}"))
+}
+
+/// Adds node `v` back as a learner (returns once it caught up) and promotes it to voter;
+/// says how that went, for the fault's record.
+async fn readd(cluster: &Cluster, v: usize) -> String {
+    let added = admin_call(cluster, "POST", "/members", Some(&cluster.member_body(v))).await;
+    if !matches!(&added, Ok(r) if r.status == 200) {
+        return format!("; re-adding failed: {added:?}");
+    }
+    match admin_call(
+        cluster,
+        "POST",
+        &format!("/members/{}/promote", v + 1),
+        None,
+    )
+    .await
+    {
+        Ok(r) if r.status == 200 => format!("; re-added and promoted node {}", v + 1),
+        other => format!("; promoting failed: {other:?}"),
+    }
 }
 
 /// Heals everything, then measures the time until the cluster acknowledges a write; an

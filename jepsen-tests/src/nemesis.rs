@@ -28,6 +28,13 @@ pub enum Fault {
     Ring,
     /// Two halves joined by one node that sees both.
     Bridge,
+    /// Remove a follower from the membership under load; re-add it (learner, then voter)
+    /// when healed.
+    Membership,
+    /// The leader's wall clock jumps by tens of seconds (libfaketime); back when healed.
+    ClockSkew,
+    /// The leader's wall clock flips back and forth every second while the fault lasts.
+    ClockStrobe,
 }
 
 impl Fault {
@@ -41,6 +48,10 @@ impl Fault {
                 "halves" => vec![Fault::Halves],
                 "ring" => vec![Fault::Ring],
                 "bridge" => vec![Fault::Bridge],
+                "membership" => vec![Fault::Membership],
+                "clock-skew" => vec![Fault::ClockSkew],
+                "clock-strobe" => vec![Fault::ClockStrobe],
+                "clock" => vec![Fault::ClockSkew, Fault::ClockStrobe],
                 "partition" => vec![
                     Fault::IsolateLeader,
                     Fault::Halves,
@@ -50,7 +61,8 @@ impl Fault {
                 other => {
                     return Err(format!(
                         "unknown nemesis {other:?}: kill, pause, isolate-leader, halves, ring, \
-                         bridge, partition (all four)"
+                         bridge, partition (all four), membership, clock-skew, clock-strobe, \
+                         clock (both)"
                     ))
                 }
             });
@@ -62,7 +74,14 @@ impl Fault {
     }
 
     pub fn is_partition(self) -> bool {
-        !matches!(self, Fault::Kill | Fault::Pause)
+        matches!(
+            self,
+            Fault::IsolateLeader | Fault::Halves | Fault::Ring | Fault::Bridge
+        )
+    }
+
+    pub fn is_clock(self) -> bool {
+        matches!(self, Fault::ClockSkew | Fault::ClockStrobe)
     }
 }
 
@@ -134,7 +153,7 @@ pub fn views(fault: Fault, n: usize, leader: usize, rand: u64) -> Vec<BTreeSet<u
                 order[mid..].iter().copied().collect(),
             ]
         }
-        Fault::Kill | Fault::Pause => vec![(0..n).collect()],
+        _ => vec![(0..n).collect()],
     };
     from_components(n, &components)
 }
@@ -209,6 +228,17 @@ pub fn nft_available() -> bool {
         .status()
         .map(|s| s.success())
         .unwrap_or(false)
+}
+
+/// libfaketime, from Debian's faketime package: clock faults need it.
+pub const FAKETIME_LIB: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
+
+/// Sets a node's wall-clock offset (libfaketime's timestamp file; nodes re-read it within
+/// a second). Monotonic time is left alone: only the wall clock is wrong, as after a bad
+/// NTP step.
+pub fn set_clock_offset(file: &std::path::Path, offset_s: i64) -> Result<(), String> {
+    std::fs::write(file, format!("{offset_s:+}s\n"))
+        .map_err(|e| format!("clock file {}: {e}", file.display()))
 }
 
 #[cfg(test)]

@@ -170,6 +170,13 @@ fn parse_campaign(args: &[String], workload: &str) -> Result<Campaign, String> {
     if faults.iter().any(|f| f.is_partition()) && !nemesis::nft_available() {
         return Err("partitions need nft (apt-get install nftables)".into());
     }
+    if faults.iter().any(|f| f.is_clock()) && !std::path::Path::new(nemesis::FAKETIME_LIB).exists()
+    {
+        return Err(format!(
+            "clock faults need {} (apt-get install faketime)",
+            nemesis::FAKETIME_LIB
+        ));
+    }
     let expect_valid = match flag("--expect").as_deref() {
         None | Some("valid") => true,
         Some("invalid") => false,
@@ -241,9 +248,14 @@ fn with_cluster<T>(
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
-        let mut cluster =
-            campaign::Cluster::start(hosts, &cfg.node_bin, &cfg.node_args, &cfg.results)
-                .map_err(|e| e.to_string())?;
+        let mut cluster = campaign::Cluster::start(
+            hosts,
+            &cfg.node_bin,
+            &cfg.node_args,
+            &cfg.results,
+            cfg.faults.iter().any(|f| f.is_clock()),
+        )
+        .map_err(|e| e.to_string())?;
         let out = run(cfg, &mut cluster).await;
         drop(cluster);
         out
