@@ -39,8 +39,8 @@ pub struct Config {
     pub duration: Duration,
     /// One nemesis cycle: healthy for half of it, the fault for the other half.
     pub nemesis_period: Duration,
-    /// The faults, taken in turn.
-    pub faults: Vec<Fault>,
+    /// The schedule: steps taken in turn, each one fault or several applied together.
+    pub faults: Vec<Vec<Fault>>,
     /// After the last heal, a write must succeed within this.
     pub recovery_bound: Duration,
     pub node_bin: PathBuf,
@@ -49,10 +49,11 @@ pub struct Config {
     pub results: PathBuf,
 }
 
-/// A fault's interval, for results.json and the plot.
+/// A fault's interval (one schedule step, possibly several faults together), for
+/// results.json and the plot.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FaultInterval {
-    pub fault: Fault,
+    pub faults: Vec<Fault>,
     /// The nodes it targeted (1-based ids) or, for partitions, what each node heard.
     pub detail: String,
     pub start_ns: u64,
@@ -312,7 +313,7 @@ pub async fn run_nemeses(
     let mut clock: Option<(usize, i64)> = None;
     while Instant::now() + cfg.nemesis_period < deadline && !cfg.faults.is_empty() {
         tokio::time::sleep(cfg.nemesis_period / 2).await;
-        let fault = cfg.faults[turn % cfg.faults.len()];
+        let step = cfg.faults[turn % cfg.faults.len()].clone();
         turn += 1;
         rand ^= rand << 13;
         rand ^= rand >> 7;
@@ -321,90 +322,97 @@ pub async fn run_nemeses(
             continue; // no leader known right now: skip this turn
         };
         let start_ns = now_ns(t0);
-        let detail = match fault {
-            Fault::Kill => {
-                cluster.kill(leader);
-                format!("killed node {}", leader + 1)
-            }
-            Fault::Pause => {
-                cluster.signal_pause(leader, true);
-                format!("paused node {}", leader + 1)
-            }
-            Fault::ClockSkew | Fault::ClockStrobe => {
-                let file = cluster
-                    .clock_file(leader)
-                    .ok_or("clock faults need the nodes started under libfaketime")?;
-                let magnitude = 10 + (rand >> 8) as i64 % 50;
-                let offset = if rand & 1 == 0 { magnitude } else { -magnitude };
-                nemesis::set_clock_offset(file, offset)?;
-                clock = Some((leader, offset));
-                format!("node {} wall clock {offset:+} s", leader + 1)
-            }
-            Fault::Membership => {
-                let victim = (leader + 1 + (rand % (n as u64 - 1)) as usize) % n;
-                let r =
-                    admin_call(cluster, "DELETE", &format!("/members/{}", victim + 1), None).await;
-                match r {
-                    Ok(r) if r.status == 200 => {
-                        removed = Some(victim);
-                        format!("removed node {}", victim + 1)
+        let mut details = Vec::new();
+        for &fault in &step {
+            details.push(match fault {
+                Fault::Kill => {
+                    cluster.kill(leader);
+                    format!("killed node {}", leader + 1)
+                }
+                Fault::Pause => {
+                    cluster.signal_pause(leader, true);
+                    format!("paused node {}", leader + 1)
+                }
+                Fault::ClockSkew | Fault::ClockStrobe => {
+                    let file = cluster
+                        .clock_file(leader)
+                        .ok_or("clock faults need the nodes started under libfaketime")?;
+                    let magnitude = 10 + (rand >> 8) as i64 % 50;
+                    let offset = if rand & 1 == 0 { magnitude } else { -magnitude };
+                    nemesis::set_clock_offset(file, offset)?;
+                    clock = Some((leader, offset));
+                    format!("node {} wall clock {offset:+} s", leader + 1)
+                }
+                Fault::Membership => {
+                    let victim = (leader + 1 + (rand % (n as u64 - 1)) as usize) % n;
+                    let r =
+                        admin_call(cluster, "DELETE", &format!("/members/{}", victim + 1), None)
+                            .await;
+                    match r {
+                        Ok(r) if r.status == 200 => {
+                            removed = Some(victim);
+                            format!("removed node {}", victim + 1)
+                        }
+                        other => format!("removing node {} failed: {other:?}", victim + 1),
                     }
-                    other => format!("removing node {} failed: {other:?}", victim + 1),
                 }
-            }
-            partition => {
-                if n < 3 {
-                    return Err("partitions need at least 3 nodes".into());
+                partition => {
+                    if n < 3 {
+                        return Err("partitions need at least 3 nodes".into());
+                    }
+                    let views = nemesis::views(partition, n, leader, rand);
+                    nemesis::partition(&cluster.hosts, &nemesis::grudge(&views))?;
+                    views
+                        .iter()
+                        .enumerate()
+                        .map(|(i, v)| {
+                            let ids: Vec<String> = v.iter().map(|j| (j + 1).to_string()).collect();
+                            format!("{} hears {}", i + 1, ids.join("+"))
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 }
-                let views = nemesis::views(partition, n, leader, rand);
-                nemesis::partition(&cluster.hosts, &nemesis::grudge(&views))?;
-                views
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| {
-                        let ids: Vec<String> = v.iter().map(|j| (j + 1).to_string()).collect();
-                        format!("{} hears {}", i + 1, ids.join("+"))
-                    })
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }
-        };
-        if let (Fault::ClockStrobe, Some((node, offset))) = (fault, clock) {
-            // Flip between the offset and true time every second (libfaketime re-reads the
-            // file at most once a second).
-            let until = Instant::now() + cfg.nemesis_period / 2;
-            let mut on = false;
-            while Instant::now() < until {
-                if let Some(file) = cluster.clock_file(node) {
-                    nemesis::set_clock_offset(file, if on { offset } else { 0 })?;
-                }
-                on = !on;
-                tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
-            }
-        } else {
-            tokio::time::sleep(cfg.nemesis_period / 2).await;
+            });
         }
-        let mut detail = detail;
-        match fault {
-            Fault::Kill => cluster.spawn(leader).map_err(|e| e.to_string())?,
-            Fault::Pause => cluster.signal_pause(leader, false),
-            Fault::ClockSkew | Fault::ClockStrobe => {
-                if let Some((node, _)) = clock.take() {
+        match (step.contains(&Fault::ClockStrobe), clock) {
+            (true, Some((node, offset))) => {
+                // Flip between the offset and true time every second (libfaketime re-reads
+                // the file at most once a second).
+                let until = Instant::now() + cfg.nemesis_period / 2;
+                let mut on = false;
+                while Instant::now() < until {
                     if let Some(file) = cluster.clock_file(node) {
-                        nemesis::set_clock_offset(file, 0)?;
+                        nemesis::set_clock_offset(file, if on { offset } else { 0 })?;
+                    }
+                    on = !on;
+                    tokio::time::sleep(Duration::from_secs(1).min(until - Instant::now())).await;
+                }
+            }
+            _ => tokio::time::sleep(cfg.nemesis_period / 2).await,
+        }
+        // Heal in reverse order of application.
+        for &fault in step.iter().rev() {
+            match fault {
+                Fault::Kill => cluster.spawn(leader).map_err(|e| e.to_string())?,
+                Fault::Pause => cluster.signal_pause(leader, false),
+                Fault::ClockSkew | Fault::ClockStrobe => {
+                    if let Some((node, _)) = clock.take() {
+                        if let Some(file) = cluster.clock_file(node) {
+                            nemesis::set_clock_offset(file, 0)?;
+                        }
                     }
                 }
-            }
-            Fault::Membership => {
-                if let Some(v) = removed.take() {
-                    detail += &readd(cluster, v).await;
+                Fault::Membership => {
+                    if let Some(v) = removed.take() {
+                        details.push(readd(cluster, v).await);
+                    }
                 }
+                _ => nemesis::heal(&cluster.hosts)?,
             }
-            _ => nemesis::heal(&cluster.hosts)?,
         }
         faults.push(FaultInterval {
-            fault,
-            detail,
+            faults: step,
+            detail: details.join("; "),
             start_ns,
             end_ns: now_ns(t0),
         });
@@ -440,7 +448,7 @@ async fn admin_call(
 async fn readd(cluster: &Cluster, v: usize) -> String {
     let added = admin_call(cluster, "POST", "/members", Some(&cluster.member_body(v))).await;
     if !matches!(&added, Ok(r) if r.status == 200) {
-        return format!("; re-adding failed: {added:?}");
+        return format!("re-adding failed: {added:?}");
     }
     match admin_call(
         cluster,
@@ -450,8 +458,8 @@ async fn readd(cluster: &Cluster, v: usize) -> String {
     )
     .await
     {
-        Ok(r) if r.status == 200 => format!("; re-added and promoted node {}", v + 1),
-        other => format!("; promoting failed: {other:?}"),
+        Ok(r) if r.status == 200 => format!("re-added and promoted node {}", v + 1),
+        other => format!("promoting failed: {other:?}"),
     }
 }
 

@@ -38,39 +38,69 @@ pub enum Fault {
 }
 
 impl Fault {
-    pub fn parse(s: &str) -> Result<Vec<Fault>, String> {
-        let mut out = Vec::new();
-        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            out.extend(match name {
-                "kill" => vec![Fault::Kill],
-                "pause" => vec![Fault::Pause],
-                "isolate-leader" => vec![Fault::IsolateLeader],
-                "halves" => vec![Fault::Halves],
-                "ring" => vec![Fault::Ring],
-                "bridge" => vec![Fault::Bridge],
-                "membership" => vec![Fault::Membership],
-                "clock-skew" => vec![Fault::ClockSkew],
-                "clock-strobe" => vec![Fault::ClockStrobe],
-                "clock" => vec![Fault::ClockSkew, Fault::ClockStrobe],
-                "partition" => vec![
-                    Fault::IsolateLeader,
-                    Fault::Halves,
-                    Fault::Ring,
-                    Fault::Bridge,
-                ],
-                other => {
+    /// The faults one name stands for (`partition`: the four shapes; `clock`: both).
+    fn expand(name: &str) -> Result<Vec<Fault>, String> {
+        Ok(match name {
+            "kill" => vec![Fault::Kill],
+            "pause" => vec![Fault::Pause],
+            "isolate-leader" => vec![Fault::IsolateLeader],
+            "halves" => vec![Fault::Halves],
+            "ring" => vec![Fault::Ring],
+            "bridge" => vec![Fault::Bridge],
+            "partition" => vec![
+                Fault::IsolateLeader,
+                Fault::Halves,
+                Fault::Ring,
+                Fault::Bridge,
+            ],
+            "membership" => vec![Fault::Membership],
+            "clock-skew" => vec![Fault::ClockSkew],
+            "clock-strobe" => vec![Fault::ClockStrobe],
+            "clock" => vec![Fault::ClockSkew, Fault::ClockStrobe],
+            other => {
+                return Err(format!(
+                    "unknown nemesis {other:?}: kill, pause, isolate-leader, halves, ring, \
+                     bridge, partition (all four), membership, clock-skew, clock-strobe, \
+                     clock (both)"
+                ))
+            }
+        })
+    }
+
+    /// A schedule: comma-separated steps taken in turn; `a+b` applies a and b together
+    /// (e.g. `partition+clock-skew`: each partition shape with a skewed clock).
+    pub fn parse_schedule(s: &str) -> Result<Vec<Vec<Fault>>, String> {
+        let mut schedule = Vec::new();
+        for step in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let mut groups: Vec<Vec<Fault>> = vec![Vec::new()];
+            for part in step.split('+').map(str::trim) {
+                let alternatives = Fault::expand(part)?;
+                groups = groups
+                    .iter()
+                    .flat_map(|g| {
+                        alternatives.iter().map(move |f| {
+                            let mut g = g.clone();
+                            g.push(*f);
+                            g
+                        })
+                    })
+                    .collect();
+            }
+            for g in &groups {
+                let partitions = g.iter().filter(|f| f.is_partition()).count();
+                let clocks = g.iter().filter(|f| f.is_clock()).count();
+                if partitions > 1 || clocks > 1 || g.len() > 4 {
                     return Err(format!(
-                        "unknown nemesis {other:?}: kill, pause, isolate-leader, halves, ring, \
-                         bridge, partition (all four), membership, clock-skew, clock-strobe, \
-                         clock (both)"
-                    ))
+                        "{step:?}: combine at most one partition and one clock fault"
+                    ));
                 }
-            });
+            }
+            schedule.extend(groups);
         }
-        if out.is_empty() {
+        if schedule.is_empty() {
             return Err("no nemesis given".into());
         }
-        Ok(out)
+        Ok(schedule)
     }
 
     pub fn is_partition(self) -> bool {
@@ -304,13 +334,18 @@ mod tests {
     }
 
     #[test]
-    fn names_parse_and_unknown_ones_are_refused() {
+    fn schedules_parse_alone_and_combined_and_unknown_names_are_refused() {
         assert_eq!(
-            Fault::parse("kill,pause").unwrap(),
-            [Fault::Kill, Fault::Pause]
+            Fault::parse_schedule("kill,pause").unwrap(),
+            [vec![Fault::Kill], vec![Fault::Pause]]
         );
-        assert_eq!(Fault::parse("partition").unwrap().len(), 4);
-        assert!(Fault::parse("meteor").is_err());
-        assert!(Fault::parse("").is_err());
+        assert_eq!(Fault::parse_schedule("partition").unwrap().len(), 4);
+        let combined = Fault::parse_schedule("partition+clock-skew,kill").unwrap();
+        assert_eq!(combined.len(), 5);
+        assert_eq!(combined[0], [Fault::IsolateLeader, Fault::ClockSkew]);
+        assert_eq!(combined[4], [Fault::Kill]);
+        assert!(Fault::parse_schedule("halves+ring").is_err());
+        assert!(Fault::parse_schedule("meteor").is_err());
+        assert!(Fault::parse_schedule("").is_err());
     }
 }

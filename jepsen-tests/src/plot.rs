@@ -58,12 +58,16 @@ pub fn svg(title: &str, events: &[Event], faults: &[FaultInterval]) -> String {
         let (x0, x1) = (x(f.start_ns), x(f.end_ns));
         let _ = writeln!(
             s,
-            r##"<rect x="{x0:.1}" y="{LAT_TOP}" width="{:.1}" height="{:.1}" fill="#f4b183" fill-opacity="0.35"><title>{}</title></rect><text x="{x0:.1}" y="{:.1}" fill="#a0522d">{:?}</text>"##,
+            r##"<rect x="{x0:.1}" y="{LAT_TOP}" width="{:.1}" height="{:.1}" fill="#f4b183" fill-opacity="0.35"><title>{}</title></rect><text x="{x0:.1}" y="{:.1}" fill="#a0522d">{}</text>"##,
             (x1 - x0).max(1.0),
             TP_TOP + TP_HEIGHT - LAT_TOP,
             escape(&f.detail),
             LAT_TOP + 10.0,
-            f.fault
+            f.faults
+                .iter()
+                .map(|x| format!("{x:?}"))
+                .collect::<Vec<_>>()
+                .join("+")
         );
     }
     // Latency panel.
@@ -191,7 +195,7 @@ mod tests {
             ]
         );
         let faults = [FaultInterval {
-            fault: Fault::Halves,
+            faults: vec![Fault::Halves],
             detail: "1 hears 1+2 <&>".into(),
             start_ns: 100_000_000,
             end_ns: 900_000_000,

@@ -131,12 +131,13 @@ fn hosts_check(n: usize) -> Result<(), String> {
     Ok(())
 }
 
-/// Flags every campaign takes: `[--duration-s 20] [--nodes 3] [--nemesis kill]
+/// Flags every campaign takes: `[--duration-s 20] [--nodes 5] [--nemesis kill]
 /// [--period-s 4] [--results DIR] [--node-bin PATH] [--node-fault local-reads]
 /// [--expect valid|invalid] [--recovery-bound-s 10]`. Nodes run in namespaced hosts, 5
 /// client processes (each its own client, preferring a different node), the nemeses in
 /// turn (kill, pause, isolate-leader, halves, ring, bridge; `partition` = the four
-/// shapes). Each run writes DIR/history.jsonl, DIR/results.json (verdict, counterexample,
+/// shapes, `membership`, `clock-skew`, `clock-strobe`, `clock` = both; `a+b` applies
+/// faults together, e.g. `partition+clock-skew`). Each run writes DIR/history.jsonl, DIR/results.json (verdict, counterexample,
 /// faults, recovery) and DIR/plot.svg. Exit 0 when the verdict is the expected one and,
 /// for `valid`, the cluster took a write within the recovery bound after the last heal.
 struct Campaign {
@@ -160,18 +161,19 @@ fn parse_campaign(args: &[String], workload: &str) -> Result<Campaign, String> {
             .map(|v| v.unwrap_or(default))
     };
     let duration_s = number("--duration-s", 20)?;
-    let nodes = number("--nodes", 3)? as usize;
+    let nodes = number("--nodes", 5)? as usize;
     let period_s = number("--period-s", 4)?;
     let recovery_s = number("--recovery-bound-s", 10)?;
     if !(1..=3_600).contains(&duration_s) || !(1..=120).contains(&period_s) {
         return Err("--duration-s 1..=3600 and --period-s 1..=120".into());
     }
-    let faults = nemesis::Fault::parse(&flag("--nemesis").unwrap_or_else(|| "kill".into()))?;
-    if faults.iter().any(|f| f.is_partition()) && !nemesis::nft_available() {
+    let faults =
+        nemesis::Fault::parse_schedule(&flag("--nemesis").unwrap_or_else(|| "kill".into()))?;
+    let all = || faults.iter().flatten();
+    if all().any(|f| f.is_partition()) && !nemesis::nft_available() {
         return Err("partitions need nft (apt-get install nftables)".into());
     }
-    if faults.iter().any(|f| f.is_clock()) && !std::path::Path::new(nemesis::FAKETIME_LIB).exists()
-    {
+    if all().any(|f| f.is_clock()) && !std::path::Path::new(nemesis::FAKETIME_LIB).exists() {
         return Err(format!(
             "clock faults need {} (apt-get install faketime)",
             nemesis::FAKETIME_LIB
@@ -253,7 +255,7 @@ fn with_cluster<T>(
             &cfg.node_bin,
             &cfg.node_args,
             &cfg.results,
-            cfg.faults.iter().any(|f| f.is_clock()),
+            cfg.faults.iter().flatten().any(|f| f.is_clock()),
         )
         .map_err(|e| e.to_string())?;
         let out = run(cfg, &mut cluster).await;
