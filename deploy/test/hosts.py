@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import ssl
+import sys
 import subprocess
 import time
 import urllib.error
@@ -71,6 +72,15 @@ class Hosts:
                 with open(os.path.join(self.work, f)) as fh:
                     out.append(f"--- {f}\n{fh.read()[-2000:]}")
         return "\n".join(out)
+
+    def finish(self, ok, name):
+        """Ends a test: removes everything; keeps the work dir and prints the logs on failure."""
+        self.close()
+        if ok:
+            shutil.rmtree(self.work, ignore_errors=True)
+            print(f"{name}: ok")
+        else:
+            print(f"logs kept in {self.work}\n{self.logs()}", file=sys.stderr)
 
     def close(self):
         for p in self.procs.values():

@@ -24,7 +24,6 @@ import base64
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import urllib.request
@@ -202,12 +201,7 @@ def main():
         print(f"scale-up: node {new_id} joined as learner, promoted: voters {sorted(view['voters'])}")
         ok = True
     finally:
-        pods.close()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"logs kept in {work}\n{pods.logs()}", file=sys.stderr)
-    print("statefulset-env: ok")
+        pods.finish(ok, "statefulset-env")
 
 
 if __name__ == "__main__":

@@ -178,12 +178,7 @@ def main():
         print(f"backup service: {archives[0]} on the NAS; volume snapshot skipped without credentials")
         ok = True
     finally:
-        hosts.close()
-        if ok:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"logs kept in {work}\n{hosts.logs()}", file=sys.stderr)
-    print("systemd-env: ok")
+        hosts.finish(ok, "systemd-env")
 
 
 if __name__ == "__main__":

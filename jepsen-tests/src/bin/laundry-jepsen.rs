@@ -276,9 +276,29 @@ fn write_history(
         .map_err(|e| e.to_string())
 }
 
+/// results.json and plot.svg of a run.
+fn write_outputs(
+    results: &std::path::Path,
+    doc: &serde_json::Value,
+    title: &str,
+    events: &[laundry_jepsen::history::Event],
+    faults: &[laundry_jepsen::campaign::FaultInterval],
+) -> Result<(), String> {
+    std::fs::write(
+        results.join("results.json"),
+        serde_json::to_vec_pretty(doc).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    std::fs::write(
+        results.join("plot.svg"),
+        laundry_jepsen::plot::svg(title, events, faults),
+    )
+    .map_err(|e| e.to_string())
+}
+
 /// `register`: CAS registers, checked for linearizability.
 fn register(args: &[String]) -> Result<(), String> {
-    use laundry_jepsen::{campaign, history, linearizability, plot};
+    use laundry_jepsen::{campaign, history, linearizability};
     let Campaign {
         cfg,
         expect_valid,
@@ -328,16 +348,7 @@ fn register(args: &[String]) -> Result<(), String> {
         "recovery_error": outcome.recovery.as_ref().err(),
         "recovery_bound_ms": cfg.recovery_bound.as_millis() as u64,
     });
-    std::fs::write(
-        results.join("results.json"),
-        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(
-        results.join("plot.svg"),
-        plot::svg(&title, events, &outcome.faults),
-    )
-    .map_err(|e| e.to_string())?;
+    write_outputs(&results, &doc, &title, events, &outcome.faults)?;
     println!(
         "register: {} events ({oks} ok, {infos} indeterminate), {} faults; linearizable: {:?}; recovery: {}; results in {}",
         events.len(),
@@ -363,7 +374,7 @@ fn register(args: &[String]) -> Result<(), String> {
 /// `inventory`: receive / ship / transfer / reserve / commit / release with idempotency
 /// keys and retries; every replica's end state checked against the brief's rules.
 fn inventory(args: &[String]) -> Result<(), String> {
-    use laundry_jepsen::{inventory, inventory_workload, plot};
+    use laundry_jepsen::{inventory, inventory_workload};
     let Campaign {
         cfg,
         expect_valid,
@@ -407,16 +418,7 @@ fn inventory(args: &[String]) -> Result<(), String> {
         "recovery_error": outcome.recovery.as_ref().err(),
         "recovery_bound_ms": cfg.recovery_bound.as_millis() as u64,
     });
-    std::fs::write(
-        results.join("results.json"),
-        serde_json::to_vec_pretty(&doc).unwrap_or_default(),
-    )
-    .map_err(|e| e.to_string())?;
-    std::fs::write(
-        results.join("plot.svg"),
-        plot::svg(&title, &outcome.events, &outcome.faults),
-    )
-    .map_err(|e| e.to_string())?;
+    write_outputs(&results, &doc, &title, &outcome.events, &outcome.faults)?;
     println!(
         "inventory: {oks} ok, {fails} refused, {infos} indeterminate; {} faults; {} replicas with {movements} movements each; watchers saw {:?}; valid: {}{}; recovery: {}; results in {}",
         outcome.faults.len(),
