@@ -19,4 +19,4 @@ for t in $(seq 1 "$trials"); do
   rm -rf "$data"
 done
 sorted=$(printf '%s\n' "${results[@]}" | sort -n)
-echo "median: $(sed -n "$(( (trials + 1) / 2 ))p" <<<"$sorted") ms over $trials trials (heartbeat ${LAUNDRY_HEARTBEAT_MS:-100} ms, election timeout ${LAUNDRY_ELECTION_MIN_MS:-500}-${LAUNDRY_ELECTION_MAX_MS:-1000} ms)"
+echo "median: $(sed -n "$(( (trials + 1) / 2 ))p" <<<"$sorted") ms over $trials trials (heartbeat ${LAUNDRY_HEARTBEAT_MS:-50} ms, election timeout ${LAUNDRY_ELECTION_MIN_MS:-300}-${LAUNDRY_ELECTION_MAX_MS:-600} ms)"

@@ -316,12 +316,12 @@ impl NodeConfig {
             initial_members,
             snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
             keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
-            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(100),
-            election_min_ms: args.election_min_ms.or(file.election_min_ms).unwrap_or(500),
-            election_max_ms: args
-                .election_max_ms
-                .or(file.election_max_ms)
-                .unwrap_or(1_000),
+            // Measured (benches/RESULTS.md, scripts/bench-elections.sh): no election in 3 x 60 s
+            // of saturating load on 2 cores, and failover in ~1.1 s (openraft waits the
+            // leader lease, = election_max, plus one election timeout).
+            heartbeat_ms: args.heartbeat_ms.or(file.heartbeat_ms).unwrap_or(50),
+            election_min_ms: args.election_min_ms.or(file.election_min_ms).unwrap_or(300),
+            election_max_ms: args.election_max_ms.or(file.election_max_ms).unwrap_or(600),
         };
         if cfg.backup_retain == 0 {
             return Err(invalid("backup_retain", "must keep at least one backup"));
