@@ -71,9 +71,26 @@ pub struct Stack {
     api: Option<Child>,
 }
 
+/// TLS material for a stack: nodes serve with `cert`/`key` (signed by the CA in `ca`); the
+/// API verifies the nodes against `api_ca` (the same CA, or a wrong one in a negative test).
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub api_ca: PathBuf,
+}
+
 impl Stack {
     /// Three founding nodes and one API process; returns once the API reports ready.
     pub fn start() -> Stack {
+        let stack = Self::start_with(None);
+        stack.wait_ready();
+        stack
+    }
+
+    /// Like `start`, with TLS between the API and the store when given; does not wait for
+    /// readiness (a misconfigured API never becomes ready).
+    pub fn start_with(tls: Option<&TlsFiles>) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let addrs: Vec<(u64, String, String, String)> = (1..=3)
             .map(|id| {
@@ -95,6 +112,17 @@ impl Stack {
             .iter()
             .map(|(id, client, peer, admin)| {
                 let log = std::fs::File::create(dir.path().join(format!("node-{id}.log"))).unwrap();
+                let security: Vec<String> = match tls {
+                    None => vec!["--plaintext".into()],
+                    Some(t) => vec![
+                        "--tls-cert".into(),
+                        t.cert.display().to_string(),
+                        "--tls-key".into(),
+                        t.key.display().to_string(),
+                        "--tls-ca".into(),
+                        t.ca.display().to_string(),
+                    ],
+                };
                 let child = Command::new(&bin)
                     .args(["--id", &id.to_string()])
                     .args([
@@ -109,7 +137,8 @@ impl Stack {
                         "--admin-addr",
                         admin,
                     ])
-                    .args(["--plaintext", "--initial-members", &members])
+                    .args(&security)
+                    .args(["--initial-members", &members])
                     .args([
                         "--heartbeat-ms",
                         "50",
@@ -137,10 +166,14 @@ impl Stack {
             .collect::<Vec<_>>()
             .join(",");
         let log = std::fs::File::create(dir.path().join("api.log")).unwrap();
-        let api = Command::new(env!("CARGO_BIN_EXE_laundry-api"))
+        let mut api = Command::new(env!("CARGO_BIN_EXE_laundry-api"));
+        match tls {
+            None => api.env("LAUNDRY_API_STORE_PLAINTEXT", "true"),
+            Some(t) => api.env("LAUNDRY_API_STORE_CA", &t.api_ca),
+        };
+        let api = api
             .env("LAUNDRY_API_LISTEN", &api_addr)
             .env("LAUNDRY_API_STORE_ENDPOINTS", &endpoints)
-            .env("LAUNDRY_API_STORE_PLAINTEXT", "true")
             .env("LAUNDRY_API_REQUEST_TIMEOUT_MS", "15000")
             .env("LAUNDRY_API_SSE_KEEPALIVE_MS", "500")
             .env("RUST_LOG", "info")
@@ -148,23 +181,30 @@ impl Stack {
             .stderr(log)
             .spawn()
             .expect("spawn laundry-api");
-        let stack = Stack {
+        Stack {
             dir,
             nodes,
             api_addr,
             api: Some(api),
-        };
+        }
+    }
+
+    /// Waits (30 s at most) until the API answers /readyz with 200.
+    pub fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(r) = stack.try_request("GET", "/readyz", &[], None) {
+            if let Ok(r) = self.try_request("GET", "/readyz", &[], None) {
                 if r.status == 200 {
-                    break;
+                    return;
                 }
             }
-            assert!(Instant::now() < deadline, "API not ready within 30 s");
+            assert!(
+                Instant::now() < deadline,
+                "API not ready within 30 s:\n{}",
+                self.api_log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        stack
     }
 
     pub fn store_client(&self) -> laundry_client::Client {
