@@ -4,44 +4,24 @@
 mod common;
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use laundry_testkit::certs::{ca, leaf};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
-/// A CA written to `dir/<name>-ca.crt`, and its issuer.
-fn ca(dir: &Path, name: &str) -> (std::path::PathBuf, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    let path = dir.join(format!("{name}-ca.crt"));
-    std::fs::write(&path, cert.pem()).unwrap();
-    (path, Issuer::new(params, key))
-}
-
 fn files(dir: &Path, wrong_ca_for_api: bool) -> TlsFiles {
-    let (ca_path, issuer) = ca(dir, "store");
-    let key = KeyPair::generate().unwrap();
-    let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap();
-    let (cert_path, key_path) = (dir.join("node.crt"), dir.join("node.key"));
-    std::fs::write(&cert_path, cert.pem()).unwrap();
-    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let store = ca("store");
+    let node = leaf(&store, dir, "node", &["127.0.0.1"]);
+    let ca_path = store.write(&dir.join("store-ca.crt"));
     let api_ca = if wrong_ca_for_api {
-        ca(dir, "rogue").0
+        ca("rogue").write(&dir.join("rogue-ca.crt"))
     } else {
         ca_path.clone()
     };
     TlsFiles {
         ca: ca_path,
-        cert: cert_path,
-        key: key_path,
+        cert: node.cert,
+        key: node.key,
         api_ca,
     }
 }

@@ -82,6 +82,16 @@ pub struct Cluster {
 /// The nodes' admin token (membership changes need one).
 pub const ADMIN_TOKEN: &str = "jepsen-admin-token-not-a-secret";
 
+/// Node `i`'s id and addresses: its host's address, the standard ports.
+fn node_addrs(hosts: &Hosts, i: usize) -> laundry_testkit::node::NodeAddrs {
+    laundry_testkit::node::NodeAddrs {
+        id: i as u64 + 1,
+        client: addr(hosts, i, 7401),
+        peer: addr(hosts, i, 7501),
+        admin: addr(hosts, i, 7601),
+    }
+}
+
 fn addr(hosts: &Hosts, i: usize, port: u16) -> String {
     format!("{}:{port}", hosts.hosts[i].addr)
 }
@@ -97,18 +107,9 @@ impl Cluster {
         faketime: bool,
     ) -> std::io::Result<Cluster> {
         let n = hosts.hosts.len();
-        let members = (0..n)
-            .map(|i| {
-                format!(
-                    "{}={}/{}/{}",
-                    i + 1,
-                    addr(&hosts, i, 7501),
-                    addr(&hosts, i, 7401),
-                    addr(&hosts, i, 7601)
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
+        let members = laundry_testkit::node::members(
+            &(0..n).map(|i| node_addrs(&hosts, i)).collect::<Vec<_>>(),
+        );
         let mut c = Cluster {
             hosts,
             children: (0..n).map(|_| None).collect(),
@@ -148,38 +149,15 @@ impl Cluster {
                 .env("FAKETIME_CACHE_DURATION", "1")
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
+        let data_dir = self.results.join(format!("data-{}", i + 1));
         let child = command
-            .args(["--id", &(i + 1).to_string()])
-            .args([
-                "--data-dir",
-                self.results
-                    .join(format!("data-{}", i + 1))
-                    .to_str()
-                    .unwrap_or("data"),
-            ])
-            .args([
-                "--client-addr",
-                &addr(&self.hosts, i, 7401),
-                "--peer-addr",
-                &addr(&self.hosts, i, 7501),
-            ])
-            .args([
-                "--admin-addr",
-                &addr(&self.hosts, i, 7601),
-                "--admin-token",
-                ADMIN_TOKEN,
-                "--plaintext",
-                "--initial-members",
-                &self.members,
-            ])
-            .args([
-                "--heartbeat-ms",
-                "50",
-                "--election-min-ms",
-                "300",
-                "--election-max-ms",
-                "600",
-            ])
+            .args(laundry_testkit::node::node_args(
+                &node_addrs(&self.hosts, i),
+                &data_dir,
+                &laundry_testkit::node::Security::Plaintext,
+                Some(&self.members),
+            ))
+            .args(["--admin-token", ADMIN_TOKEN])
             .args(&self.node_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())

@@ -8,44 +8,9 @@ use common::*;
 use laundry_client::{pb, Client, ClientConfig, ClientTls};
 use laundry_proto::raft::raft_service_client::RaftServiceClient;
 use laundry_proto::raft::PeerStatusRequest;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-use std::path::{Path, PathBuf};
+use laundry_testkit::certs::{ca, leaf};
 use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
-
-struct Ca {
-    pem: String,
-    issuer: Issuer<'static, KeyPair>,
-}
-
-fn ca(name: &str) -> Ca {
-    let key = KeyPair::generate().unwrap();
-    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    Ca {
-        pem: cert.pem(),
-        issuer: Issuer::new(params, key),
-    }
-}
-
-/// A certificate for 127.0.0.1/localhost signed by `ca`, written as `<name>.crt/.key`.
-fn leaf(ca: &Ca, dir: &Path, name: &str) -> (PathBuf, PathBuf, String, String) {
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-    let cert = params.signed_by(&key, &ca.issuer).unwrap();
-    let (c, k) = (
-        dir.join(format!("{name}.crt")),
-        dir.join(format!("{name}.key")),
-    );
-    std::fs::write(&c, cert.pem()).unwrap();
-    std::fs::write(&k, key.serialize_pem()).unwrap();
-    (c, k, cert.pem(), key.serialize_pem())
-}
 
 async fn peer_status(
     addr: &str,
@@ -83,17 +48,16 @@ async fn tls_everywhere_and_peers_need_a_certificate_from_the_cluster_ca() {
     std::fs::create_dir_all(&pki).unwrap();
     let good = ca("laundry test CA");
     let rogue = ca("rogue CA");
-    std::fs::write(pki.join("ca.crt"), &good.pem).unwrap();
-    let (cert, key, cert_pem, key_pem) = leaf(&good, &pki, "node");
-    let (_, _, rogue_cert, rogue_key) = leaf(&rogue, &pki, "rogue");
-    cluster.tls_args = vec![
-        "--tls-cert".into(),
-        cert.display().to_string(),
-        "--tls-key".into(),
-        key.display().to_string(),
-        "--tls-ca".into(),
-        pki.join("ca.crt").display().to_string(),
-    ];
+    let names = ["127.0.0.1", "localhost"];
+    let node = leaf(&good, &pki, "node", &names);
+    let rogue_leaf = leaf(&rogue, &pki, "rogue", &names);
+    let (cert_pem, key_pem) = (node.cert_pem.clone(), node.key_pem.clone());
+    let (rogue_cert, rogue_key) = (rogue_leaf.cert_pem, rogue_leaf.key_pem);
+    cluster.tls = Some(TlsFiles {
+        cert: node.cert,
+        key: node.key,
+        ca: good.write(&pki.join("ca.crt")),
+    });
     cluster.client_tls = Some(ClientTls {
         ca_pem: good.pem.clone().into_bytes(),
         identity: None,

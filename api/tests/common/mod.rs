@@ -4,41 +4,16 @@
 
 #![allow(dead_code)]
 
+use laundry_testkit::node::{node_args, NodeAddrs, Security};
+use laundry_testkit::ports::free_port;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Tests in one binary share the machine's two cores: run them one at a time.
 pub static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
-/// A port free now and below the kernel's ephemeral range (outgoing connections take
-/// their source ports from that range, so a port from bind(0) could be gone by the time a
-/// child process binds it).
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const LOW: u32 = 20_000;
-    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32_768);
-    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
-    let _ = NEXT.compare_exchange(
-        0,
-        1 + std::process::id() * 7_919 % span,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..span {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
-}
 
 /// The laundry-node binary next to laundry-api (built by `cargo test --workspace`; built
 /// here when a test runs alone with `-p laundry-api`).
@@ -92,69 +67,40 @@ impl Stack {
     /// readiness (a misconfigured API never becomes ready).
     pub fn start_with(tls: Option<&TlsFiles>) -> Stack {
         let dir = tempfile::tempdir().unwrap();
-        let addrs: Vec<(u64, String, String, String)> = (1..=3)
-            .map(|id| {
-                (
-                    id,
-                    format!("127.0.0.1:{}", free_port()),
-                    format!("127.0.0.1:{}", free_port()),
-                    format!("127.0.0.1:{}", free_port()),
-                )
+        let addrs: Vec<NodeAddrs> = (1..=3)
+            .map(|id| NodeAddrs {
+                id,
+                client: format!("127.0.0.1:{}", free_port()),
+                peer: format!("127.0.0.1:{}", free_port()),
+                admin: format!("127.0.0.1:{}", free_port()),
             })
             .collect();
-        let members = addrs
-            .iter()
-            .map(|(id, c, p, a)| format!("{id}={p}/{c}/{a}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let members = laundry_testkit::node::members(&addrs);
         let bin = node_bin();
+        let security = match tls {
+            None => Security::Plaintext,
+            Some(t) => Security::Tls {
+                cert: &t.cert,
+                key: &t.key,
+                ca: &t.ca,
+            },
+        };
         let nodes = addrs
             .iter()
-            .map(|(id, client, peer, admin)| {
-                let log = std::fs::File::create(dir.path().join(format!("node-{id}.log"))).unwrap();
-                let security: Vec<String> = match tls {
-                    None => vec!["--plaintext".into()],
-                    Some(t) => vec![
-                        "--tls-cert".into(),
-                        t.cert.display().to_string(),
-                        "--tls-key".into(),
-                        t.key.display().to_string(),
-                        "--tls-ca".into(),
-                        t.ca.display().to_string(),
-                    ],
-                };
+            .map(|a| {
+                let log =
+                    std::fs::File::create(dir.path().join(format!("node-{}.log", a.id))).unwrap();
+                let data_dir = dir.path().join(format!("node-{}", a.id));
                 let child = Command::new(&bin)
-                    .args(["--id", &id.to_string()])
-                    .args([
-                        "--data-dir",
-                        dir.path().join(format!("node-{id}")).to_str().unwrap(),
-                    ])
-                    .args([
-                        "--client-addr",
-                        client,
-                        "--peer-addr",
-                        peer,
-                        "--admin-addr",
-                        admin,
-                    ])
-                    .args(&security)
-                    .args(["--initial-members", &members])
-                    .args([
-                        "--heartbeat-ms",
-                        "50",
-                        "--election-min-ms",
-                        "300",
-                        "--election-max-ms",
-                        "600",
-                    ])
+                    .args(node_args(a, &data_dir, &security, Some(&members)))
                     .env("RUST_LOG", "warn")
                     .stdout(Stdio::null())
                     .stderr(log)
                     .spawn()
                     .expect("spawn laundry-node");
                 Node {
-                    id: *id,
-                    client_addr: client.clone(),
+                    id: a.id,
+                    client_addr: a.client.clone(),
                     child: Some(child),
                 }
             })

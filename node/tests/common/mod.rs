@@ -5,7 +5,6 @@
 #![allow(dead_code)]
 
 use laundry_client::{pb, Client, ClientConfig};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -29,8 +28,8 @@ pub struct TestNode {
 
 pub struct TestCluster {
     pub nodes: Vec<TestNode>,
-    /// `--tls-cert … --tls-key … --tls-ca …`, or empty for `--plaintext`.
-    pub tls_args: Vec<String>,
+    /// The nodes' TLS files; `None`: `--plaintext`.
+    pub tls: Option<TlsFiles>,
     /// What clients of a TLS cluster trust.
     pub client_tls: Option<laundry_client::ClientTls>,
     dir: tempfile::TempDir,
@@ -38,32 +37,15 @@ pub struct TestCluster {
     members: String,
 }
 
-/// A port that is free now and outside the kernel's ephemeral range. Binding port 0 would
-/// hand out an ephemeral port, which outgoing connections (clients, peers) also take their
-/// source ports from, so it could be gone by the time the node binds it.
-fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
-        .unwrap_or(32_768);
-    const LOW: u32 = 10_000;
-    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
-    // Start each test process somewhere different so concurrent test binaries rarely meet.
-    let _ = NEXT.compare_exchange(
-        0,
-        1 + std::process::id() * 7_919 % span,
-        Ordering::Relaxed,
-        Ordering::Relaxed,
-    );
-    for _ in 0..span {
-        let port = (LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port below the ephemeral range");
+use laundry_testkit::node::{node_args, NodeAddrs, Security};
+use laundry_testkit::ports::free_port;
+
+/// TLS files of a cluster started with TLS: certificate, key, CA.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl TestCluster {
@@ -89,19 +71,20 @@ impl TestCluster {
                 child: None,
             })
             .collect();
-        let members = nodes
-            .iter()
-            .map(|n| {
-                format!(
-                    "{}={}/{}/{}",
-                    n.id, n.peer_addr, n.client_addr, n.admin_addr
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(",");
+        let members = laundry_testkit::node::members(
+            &nodes
+                .iter()
+                .map(|n| NodeAddrs {
+                    id: n.id,
+                    client: n.client_addr.clone(),
+                    peer: n.peer_addr.clone(),
+                    admin: n.admin_addr.clone(),
+                })
+                .collect::<Vec<_>>(),
+        );
         TestCluster {
             nodes,
-            tls_args: Vec::new(),
+            tls: None,
             client_tls: None,
             dir,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
@@ -145,29 +128,24 @@ impl TestCluster {
             .open(log)
             .unwrap();
         let n = &self.nodes[i];
+        let addrs = NodeAddrs {
+            id: n.id,
+            client: n.client_addr.clone(),
+            peer: n.peer_addr.clone(),
+            admin: n.admin_addr.clone(),
+        };
+        let security = match &self.tls {
+            None => Security::Plaintext,
+            Some(t) => Security::Tls {
+                cert: &t.cert,
+                key: &t.key,
+                ca: &t.ca,
+            },
+        };
+        let members = n.founding.then_some(self.members.as_str());
         let child = Command::new(env!("CARGO_BIN_EXE_laundry-node"))
-            .args(["--id", &n.id.to_string()])
-            .args(["--data-dir", n.data_dir.to_str().unwrap()])
-            .args(["--client-addr", &n.client_addr, "--peer-addr", &n.peer_addr])
-            .args(["--admin-addr", &n.admin_addr, "--admin-token", TOKEN])
-            .args(if self.tls_args.is_empty() {
-                vec!["--plaintext".to_string()]
-            } else {
-                self.tls_args.clone()
-            })
-            .args(if n.founding {
-                vec!["--initial-members", self.members.as_str()]
-            } else {
-                vec![]
-            })
-            .args([
-                "--heartbeat-ms",
-                "50",
-                "--election-min-ms",
-                "300",
-                "--election-max-ms",
-                "600",
-            ])
+            .args(node_args(&addrs, &n.data_dir, &security, members))
+            .args(["--admin-token", TOKEN])
             .args(&self.extra_args)
             .env("RUST_LOG", "info,openraft=warn")
             .stdout(Stdio::null())
