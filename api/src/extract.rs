@@ -31,8 +31,9 @@ fn is_json(headers: &HeaderMap) -> bool {
         .unwrap_or(false)
 }
 
-async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, Bytes), Problem> {
-    let headers = req.headers().clone();
+/// The body's bytes (the router's size limit applies) and whether it was declared JSON.
+async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Bytes), Problem> {
+    let json = is_json(req.headers());
     let body = Bytes::from_request(req, state).await.map_err(|r| {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(
@@ -45,11 +46,11 @@ async fn bytes<S: Send + Sync>(req: Request, state: &S) -> Result<(HeaderMap, By
             Problem::invalid_body(r.body_text())
         }
     })?;
-    Ok((headers, body))
+    Ok((json, body))
 }
 
-fn parse<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
-    if !is_json(headers) {
+fn parse<T: DeserializeOwned>(json: bool, body: &[u8]) -> Result<T, Problem> {
+    if !json {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",
@@ -64,8 +65,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let (headers, body) = bytes(req, state).await?;
-        parse(&headers, &body).map(Body)
+        let (json, body) = bytes(req, state).await?;
+        parse(json, &body).map(Body)
     }
 }
 
@@ -73,11 +74,11 @@ impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalB
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Problem> {
-        let (headers, body) = bytes(req, state).await?;
+        let (json, body) = bytes(req, state).await?;
         if body.is_empty() {
             return Ok(OptionalBody(T::default()));
         }
-        parse(&headers, &body).map(OptionalBody)
+        parse(json, &body).map(OptionalBody)
     }
 }
 
