@@ -97,7 +97,6 @@ impl Problem {
     /// The store's answer, mapped by the reason name it sent (falling back on the code).
     pub fn from_client(e: &ClientError) -> Self {
         use StatusCode as S;
-        let detail = e.to_string();
         if let Some(r) = e.rejection() {
             let (status, slug, title) = match r.reason.as_str() {
                 "item_not_found" => (S::NOT_FOUND, "item-not-found", "Item not found"),
@@ -148,6 +147,7 @@ impl Problem {
             };
             return Problem::new(status, slug, title, r.message.clone());
         }
+        let detail = e.to_string();
         match e {
             ClientError::Unavailable { .. } => Problem::unavailable(detail),
             ClientError::Endpoint(_) => Problem::new(

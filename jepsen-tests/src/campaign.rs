@@ -335,9 +335,6 @@ pub async fn run_nemeses(
                     }
                 }
                 partition => {
-                    if n < 3 {
-                        return Err("partitions need at least 3 nodes".into());
-                    }
                     let views = nemesis::views(partition, n, leader, rand);
                     nemesis::partition(&cluster.hosts, &nemesis::grudge(&views))?;
                     views

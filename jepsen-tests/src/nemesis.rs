@@ -143,7 +143,8 @@ fn from_components(n: usize, components: &[BTreeSet<usize>]) -> Vec<BTreeSet<usi
 }
 
 /// What each host hears (itself included) under a partition fault, given the leader's
-/// index and a random number. Symmetric: a hears b exactly when b hears a.
+/// index and a random number. Symmetric: a hears b exactly when b hears a. Needs 3+ nodes
+/// (the campaign's flags are checked for that before any host is made).
 pub fn views(fault: Fault, n: usize, leader: usize, rand: u64) -> Vec<BTreeSet<usize>> {
     assert!(n >= 3 && leader < n, "partitions need 3+ nodes");
     let components = match fault {

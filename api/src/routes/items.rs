@@ -1,6 +1,6 @@
 //! `/v1/items`: create, list, read (with ETag) and update (with If-Match) items.
 
-use super::{etag_header, read_headers, weak_tag, with_key, written};
+use super::{etag_header, read_headers, read_headers_with_etag, weak_tag, with_key, written};
 use crate::extract::{Body, IdempotencyKey, IfMatch, Path, Query};
 use crate::model::{self, CreateItem, Item, ItemPage, ItemPatch, PageParams, ReadParams};
 use crate::problem::{Problem, ProblemBody};
@@ -85,11 +85,7 @@ pub async fn get(
     let item = r
         .item
         .ok_or_else(|| Problem::not_found(format!("item {id:?}")))?;
-    let (name, value) = etag_header(item.revision);
-    let mut headers = read_headers(r.header.as_ref());
-    if let Ok(v) = value.parse() {
-        headers.insert(name, v);
-    }
+    let headers = read_headers_with_etag(r.header.as_ref(), item.revision);
     Ok((headers, Json(Item::from(item))).into_response())
 }
 

@@ -100,3 +100,13 @@ pub fn read_headers(header: Option<&pb::ReadHeader>) -> HeaderMap {
 pub fn etag_header(revision: u64) -> (header::HeaderName, String) {
     (header::ETAG, etag(revision))
 }
+
+/// A read's headers plus the ETag of the revision it returned.
+pub fn read_headers_with_etag(header: Option<&pb::ReadHeader>, revision: u64) -> HeaderMap {
+    let mut h = read_headers(header);
+    // `"<digits>"` is always a valid header value.
+    if let Ok(v) = HeaderValue::from_str(&etag(revision)) {
+        h.insert(header::ETAG, v);
+    }
+    h
+}

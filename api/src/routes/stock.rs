@@ -2,7 +2,7 @@
 //! level's revision, which `If-Match` on receipts, shipments, adjustments, transfers and
 //! reservations checks).
 
-use super::{etag_header, read_headers};
+use super::{read_headers, read_headers_with_etag};
 use crate::extract::{Path, Query};
 use crate::model::{ReadParams, StockLevel, StockLevels};
 use crate::problem::{Problem, ProblemBody};
@@ -63,10 +63,6 @@ pub async fn get(
         location,
         ..Default::default()
     });
-    let mut headers = read_headers(r.header.as_ref());
-    let (name, value) = etag_header(level.revision);
-    if let Ok(v) = value.parse() {
-        headers.insert(name, v);
-    }
+    let headers = read_headers_with_etag(r.header.as_ref(), level.revision);
     Ok((headers, Json(StockLevel::from(level))).into_response())
 }

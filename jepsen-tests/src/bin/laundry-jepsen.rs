@@ -170,6 +170,9 @@ fn parse_campaign(args: &[String], workload: &str) -> Result<Campaign, String> {
     let faults =
         nemesis::Fault::parse_schedule(&flag("--nemesis").unwrap_or_else(|| "kill".into()))?;
     let all = || faults.iter().flatten();
+    if nodes < 3 && all().any(|f| f.is_partition() || *f == nemesis::Fault::Membership) {
+        return Err("partitions and membership changes need at least 3 nodes".into());
+    }
     if all().any(|f| f.is_partition()) && !nemesis::nft_available() {
         return Err("partitions need nft (apt-get install nftables)".into());
     }
