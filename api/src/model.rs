@@ -813,15 +813,20 @@ pub struct PageParams {
 /// Most entries per page.
 pub const MAX_PAGE: u32 = 1000;
 
+/// A page size from the `limit` parameter: 1..=MAX_PAGE, 100 when absent.
+pub fn page_limit(limit: Option<u32>) -> Result<u32, Problem> {
+    match limit {
+        None => Ok(100),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(Problem::invalid_parameter(format!(
+            "limit {n} outside 1..={MAX_PAGE}"
+        ))),
+    }
+}
+
 impl PageParams {
     pub fn limit(&self) -> Result<u32, Problem> {
-        match self.limit {
-            None => Ok(100),
-            Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-            Some(n) => Err(Problem::invalid_parameter(format!(
-                "limit {n} outside 1..={MAX_PAGE}"
-            ))),
-        }
+        page_limit(self.limit)
     }
 }
 

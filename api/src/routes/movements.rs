@@ -25,17 +25,13 @@ pub async fn list(
     State(s): State<AppState>,
     Query(q): Query<MovementParams>,
 ) -> Result<Response, Problem> {
-    let page = model::PageParams {
-        limit: q.limit,
-        ..Default::default()
-    };
     let r = s
         .client
         .list_movements(pb::ListMovementsRequest {
             from_revision: model::revision_param("from_revision", q.from_revision)?,
             item: q.item.unwrap_or_default(),
             location: q.location.unwrap_or_default(),
-            page_size: page.limit()?,
+            page_size: model::page_limit(q.limit)?,
             page_token: q.cursor.unwrap_or_default(),
             read: q.consistency.unwrap_or_default().to_pb(),
         })
