@@ -267,7 +267,8 @@ impl From<pb::Movement> for Movement {
 /// What a mutation did.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct WriteResult {
-    /// The log index that applied the write.
+    /// The write's revision: unique, increasing in apply order (log index × 1024 + its
+    /// position in the entry).
     pub revision: u64,
     pub movements: Vec<Movement>,
     pub reservation_ids: Vec<String>,

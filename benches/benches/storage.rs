@@ -1,11 +1,14 @@
-//! The durable write path on real sled files with real fsync: appending log-entry-sized
-//! values in batches of 1, 16 and 128 with one flush per batch, i.e. group commit. Entries/s
-//! is the throughput; fsyncs per entry is 1 / batch size. Also snapshot build and install:
+//! The durable write path on real files with real fsync: appending log-entry-sized values
+//! in batches of 1, 16 and 128 with one flush per batch, i.e. group commit, to sled (the
+//! old log, and still the state machine's engine) and to the Raft log's own segment files
+//! (`storage::wal`, the log since 2026-11-24). Entries/s is the throughput; fsyncs per
+//! entry is 1 / batch size. Also snapshot build and install:
 //! encoding and verifying-decoding a snapshot of 100,000 stock levels (MB/s).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use laundry_node::inventory::{Inventory, LocationKind, Record, StockLevel};
 use laundry_node::raft::snapshot::{self, SnapshotBody};
+use laundry_node::storage::wal::Wal;
 use laundry_node::storage::{keys, Batch, Engine, SledEngine};
 use std::hint::black_box;
 
@@ -35,6 +38,32 @@ fn bench_append(c: &mut Criterion) {
                     }
                     engine.write(w).unwrap();
                     rt.block_on(engine.flush()).unwrap();
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+/// The same batches through the Raft log's own segment files (`storage::wal`), which
+/// replaced the sled log: one write and one fdatasync per batch.
+fn bench_wal_append(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (wal, _) = Wal::open(dir.path(), 64 * 1024 * 1024, None).unwrap();
+    let mut next = 0u64;
+    let mut g = c.benchmark_group("raft log (wal) append + fdatasync");
+    g.sample_size(20);
+    for batch in [1usize, 16, 128] {
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(
+            format!("batch of {batch} (fsyncs/entry = 1/{batch})"),
+            |b| {
+                b.iter(|| {
+                    let records: Vec<(u64, Vec<u8>)> = (0..batch as u64)
+                        .map(|i| (next + i, vec![0xab; ENTRY_BYTES]))
+                        .collect();
+                    next += batch as u64;
+                    wal.append(&records).unwrap();
                 })
             },
         );
@@ -88,5 +117,5 @@ fn bench_snapshot(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_append, bench_snapshot);
+criterion_group!(benches, bench_append, bench_wal_append, bench_snapshot);
 criterion_main!(benches);

@@ -14,10 +14,11 @@
 //! is restored from the same archive with the same members; they then elect a leader.
 
 use crate::inventory::Inventory;
+use crate::raft::log_store::{self, LogMeta};
 use crate::raft::snapshot::{self, SnapshotBody};
 use crate::raft::state_machine::{digest_records, rewrite_state, write_file_durably};
 use crate::raft::{LogId, Membership, NodeId, NodeInfo};
-use crate::storage::{frame, keys, Batch, Engine, SledEngine};
+use crate::storage::SledEngine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, BTreeSet};
@@ -337,17 +338,13 @@ async fn seed(data_dir: &Path, body: &SnapshotBody, last: LogId) -> Result<(), B
     std::fs::create_dir_all(&snapshot_dir).map_err(io(&snapshot_dir))?;
     let engine = SledEngine::open(&data_dir.join("db"))?;
     rewrite_state(&engine, body).await?;
-    let mut meta = Batch::default();
-    meta.put(keys::PURGED.to_vec(), frame::encode(&last)?);
-    meta.put(keys::COMMITTED.to_vec(), frame::encode(&Some(last))?);
     // A vote in the backup's last term for no member: the new cluster's first election
     // runs in a later term, so its log terms never go backwards.
-    meta.put(
-        keys::VOTE.to_vec(),
-        frame::encode(&openraft::Vote::<NodeId>::new(last.leader_id.term, 0))?,
-    );
-    engine.write(meta)?;
-    engine.flush().await?;
+    let meta = LogMeta {
+        vote: Some(openraft::Vote::<NodeId>::new(last.leader_id.term, 0)),
+        purged: Some(last),
+    };
+    log_store::seed(data_dir, &meta, Some(last))?;
     let snap = snapshot::encode(body).map_err(|e| BackupError::Snapshot {
         path: data_dir.display().to_string(),
         detail: e,

@@ -43,6 +43,7 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     pub proposal_seconds: Histogram,
     pub fsync_seconds: Histogram,
+    pub proposal_batch_commands: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub leader_changes: Counter,
     pub snapshots: Family<SnapshotLabels, Counter>,
@@ -53,6 +54,7 @@ pub struct Metrics {
     pub snapshot_index: Gauge,
     pub is_leader: Gauge,
     pub storage_bytes: Gauge,
+    pub raft_log_bytes: Gauge,
     pub replication_lag: Family<PeerLabels, Gauge>,
     pub open_reservations: Gauge,
     pub clock_ms: Gauge<u64, AtomicU64>,
@@ -70,6 +72,9 @@ impl Metrics {
             registry: Mutex::new(Registry::with_prefix("laundry")),
             proposal_seconds: Histogram::new(latency_buckets()),
             fsync_seconds: Histogram::new(latency_buckets()),
+            proposal_batch_commands: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
+            ),
             requests: Family::default(),
             leader_changes: Counter::default(),
             snapshots: Family::default(),
@@ -80,6 +85,7 @@ impl Metrics {
             snapshot_index: Gauge::default(),
             is_leader: Gauge::default(),
             storage_bytes: Gauge::default(),
+            raft_log_bytes: Gauge::default(),
             replication_lag: Family::default(),
             open_reservations: Gauge::default(),
             clock_ms: Gauge::default(),
@@ -95,6 +101,11 @@ impl Metrics {
                 "log_fsync_seconds",
                 "Time to fsync one batch of appended log entries",
                 m.fsync_seconds.clone(),
+            );
+            r.register(
+                "proposal_batch_commands",
+                "Commands gathered into one Raft entry (group commit)",
+                m.proposal_batch_commands.clone(),
             );
             r.register(
                 "grpc_requests",
@@ -139,8 +150,13 @@ impl Metrics {
             );
             r.register(
                 "storage_bytes",
-                "Bytes the storage engine occupies on disk",
+                "Bytes the state machine's storage engine occupies on disk",
                 m.storage_bytes.clone(),
+            );
+            r.register(
+                "raft_log_bytes",
+                "Bytes of Raft log segment files on disk",
+                m.raft_log_bytes.clone(),
             );
             r.register(
                 "replication_lag_entries",

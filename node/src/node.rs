@@ -11,6 +11,7 @@ use crate::raft::{NodeId, Raft};
 use crate::server::inventory::{propose_expiry, InventoryApi};
 use crate::server::metered::MeteredLayer;
 use crate::server::peer::PeerApi;
+use crate::server::proposer::Proposer;
 use crate::storage::SledEngine;
 use crate::tls::{Tls, TlsListener};
 use anyhow::Context;
@@ -52,7 +53,8 @@ pub async fn run(
     let sm = StateMachine::open(engine.clone(), &cfg.data_dir, metrics.clone())
         .await
         .context("open state machine")?;
-    let log = LogStore::new(engine.clone(), metrics.clone());
+    let log = LogStore::open(&cfg.data_dir, engine.as_ref(), metrics.clone())
+        .context("open the Raft log")?;
     let raft_config = openraft::Config {
         cluster_name: cfg.cluster_name.clone(),
         heartbeat_interval: cfg.heartbeat_ms,
@@ -122,6 +124,7 @@ pub async fn run(
         raft: raft.clone(),
         sm: sm.clone(),
         metrics: metrics.clone(),
+        proposer: Proposer::start(raft.clone(), metrics.clone()),
         fault: cfg.test_fault,
     });
     if let Some(f) = cfg.test_fault {

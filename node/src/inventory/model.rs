@@ -161,7 +161,8 @@ pub struct Reservation {
 /// returns exactly the first result (rule 4).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// Log index of the entry that applied the command.
+    /// The command's revision: unique per write, increasing in apply order (the state
+    /// machine derives it from the command's log position, `raft::revision`).
     pub revision: u64,
     pub movements: Vec<Movement>,
     /// Ids of reservations opened by this command, in operation order.

@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Where a command sits in the log and what time the leader stamped on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyCtx {
-    /// Log index of the entry; becomes the revision of everything it changes.
+    /// The command's revision (from its log position); becomes the revision of
+    /// everything it changes.
     pub revision: u64,
     /// Leader's wall clock when it proposed the entry, ms since the Unix epoch.
     pub time_ms: u64,

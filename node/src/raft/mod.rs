@@ -44,7 +44,26 @@ impl fmt::Display for NodeInfo {
     }
 }
 
-/// The application payload of a log entry: a command stamped by the leader.
+/// Commands one entry may carry, and the spacing of revisions between entries.
+pub const REVISIONS_PER_ENTRY: u64 = 1024;
+
+/// The revision of the command at `position` in the entry at log `index`: unique per
+/// command and increasing in apply order, so an item's or stock level's revision (its ETag)
+/// names exactly one version even when writes share an entry. `log_index_of` inverts it.
+pub fn revision(index: u64, position: usize) -> u64 {
+    debug_assert!((position as u64) < REVISIONS_PER_ENTRY);
+    index.saturating_mul(REVISIONS_PER_ENTRY) + position as u64
+}
+
+/// The log index of the entry that applied the write with `revision` (entries written
+/// since group commit; older single-command entries used the index itself).
+pub fn log_index_of(revision: u64) -> u64 {
+    revision / REVISIONS_PER_ENTRY
+}
+
+/// The application payload of a log entry: one or more commands stamped by the leader.
+/// Concurrent proposals are batched into one entry (group commit, `server::proposer`);
+/// each command still applies on its own, in order, with its own revision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Request {
     pub command: Command,
@@ -52,14 +71,38 @@ pub struct Request {
     /// the applying node's clock, so replicas agree.
     pub time_ms: u64,
     pub idempotency: Option<IdempotencyKey>,
+    /// Commands proposed together with the first, applied after it in this order. Absent
+    /// in entries written before batching, which read as a batch of one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub batched: Vec<Proposal>,
+    /// True in every entry written since group commit: command `p` gets
+    /// `revision(index, p)`. False (absent) in older entries, whose one command got the log
+    /// index itself; replaying one must give the revision the cluster gave it then.
+    #[serde(default)]
+    pub numbered: bool,
+}
+
+/// One command of a batched entry and its idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub command: Command,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+impl Request {
+    /// The commands of the entry, in apply order.
+    pub fn commands(&self) -> impl Iterator<Item = (&Command, &Option<IdempotencyKey>)> {
+        std::iter::once((&self.command, &self.idempotency))
+            .chain(self.batched.iter().map(|p| (&p.command, &p.idempotency)))
+    }
 }
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "Request({} ops at {} ms)",
-            self.command.ops.len(),
+            "Request({} commands at {} ms)",
+            1 + self.batched.len(),
             self.time_ms
         )
     }
@@ -70,7 +113,8 @@ impl fmt::Display for Request {
 pub enum Response {
     /// A blank or membership entry.
     None,
-    Applied(Result<Outcome, DomainError>),
+    /// One result per command of the entry, in its order.
+    Applied(Vec<Result<Outcome, DomainError>>),
 }
 
 openraft::declare_raft_types!(

@@ -10,7 +10,7 @@
 
 use super::snapshot::{self, SnapshotBody};
 use super::{sto_err, LogId, Membership, NodeId, Response, StorageError, TypeConfig};
-use crate::inventory::{ApplyCtx, Inventory, Movement, Record};
+use crate::inventory::{ApplyCtx, DomainError, Inventory, Movement, Record};
 use crate::metrics::{Metrics, SnapshotEvent, SnapshotLabels};
 use crate::storage::{frame, keys, Batch, Engine, StoreError};
 use openraft::storage::{RaftStateMachine, Snapshot};
@@ -511,31 +511,52 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
                         responses.push(Response::None);
                     }
                     EntryPayload::Normal(req) => {
-                        let ctx = ApplyCtx {
-                            revision: entry.log_id.index,
-                            time_ms: req.time_ms,
-                            idempotency: req.idempotency.clone(),
-                        };
-                        let applied = st.inventory.apply(&req.command, &ctx);
-                        for key in &applied.touched {
-                            match st.inventory.record(key) {
-                                Some(r) => batch
-                                    .put(keys::state(key), frame::encode(&r).map_err(write_err)?),
-                                None => batch.delete(keys::state(key)),
+                        let mut results = Vec::with_capacity(1 + req.batched.len());
+                        for (position, (command, idempotency)) in req.commands().enumerate() {
+                            if position as u64 >= super::REVISIONS_PER_ENTRY {
+                                // Only a broken or hostile leader sends this; refuse the
+                                // excess (the same on every replica) instead of panicking.
+                                results.push(Err(DomainError::TooLarge {
+                                    what: "commands in one log entry".into(),
+                                    len: 1 + req.batched.len() as u64,
+                                    limit: super::REVISIONS_PER_ENTRY,
+                                }));
+                                continue;
                             }
-                        }
-                        if let Ok(out) = &applied.result {
-                            if !out.replayed {
-                                for m in &out.movements {
-                                    batch.put(
-                                        keys::movement(m.revision, m.seq),
-                                        frame::encode(m).map_err(write_err)?,
-                                    );
+                            let revision = if req.numbered {
+                                super::revision(entry.log_id.index, position)
+                            } else {
+                                entry.log_id.index
+                            };
+                            let ctx = ApplyCtx {
+                                revision,
+                                time_ms: req.time_ms,
+                                idempotency: idempotency.clone(),
+                            };
+                            let applied = st.inventory.apply(command, &ctx);
+                            for key in &applied.touched {
+                                match st.inventory.record(key) {
+                                    Some(r) => batch.put(
+                                        keys::state(key),
+                                        frame::encode(&r).map_err(write_err)?,
+                                    ),
+                                    None => batch.delete(keys::state(key)),
                                 }
-                                fresh.extend(out.movements.iter().cloned());
                             }
+                            if let Ok(out) = &applied.result {
+                                if !out.replayed {
+                                    for m in &out.movements {
+                                        batch.put(
+                                            keys::movement(m.revision, m.seq),
+                                            frame::encode(m).map_err(write_err)?,
+                                        );
+                                    }
+                                    fresh.extend(out.movements.iter().cloned());
+                                }
+                            }
+                            results.push(applied.result);
                         }
-                        responses.push(Response::Applied(applied.result));
+                        responses.push(Response::Applied(results));
                     }
                 }
             }
@@ -675,5 +696,104 @@ mod tests {
             .err()
             .expect("a corrupt record must be refused");
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    }
+
+    fn entry(index: u64, request: super::super::Request) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(request),
+        }
+    }
+
+    fn one(op: crate::inventory::Op) -> super::super::Proposal {
+        super::super::Proposal {
+            command: crate::inventory::Command::single(op),
+            idempotency: None,
+        }
+    }
+
+    /// Writes batched into one entry each get their own revision (so an ETag names one
+    /// version), a refused one in the middle changes nothing, and an entry from before
+    /// batching keeps the revision the cluster gave it then: its log index.
+    #[tokio::test]
+    async fn commands_in_one_entry_get_their_own_revisions_and_old_entries_keep_theirs() {
+        use crate::inventory::{LocationKind, Op};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
+        let mut sm = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let create = |id: &str| Op::CreateItem {
+            id: id.into(),
+            name: id.into(),
+            unit: "each".into(),
+            attributes: Default::default(),
+            low_stock_threshold: 0,
+        };
+        let old = super::super::Request {
+            command: crate::inventory::Command::single(Op::CreateLocation {
+                id: "w".into(),
+                name: "w".into(),
+                kind: LocationKind::Warehouse,
+            }),
+            time_ms: 1,
+            idempotency: None,
+            batched: vec![],
+            numbered: false,
+        };
+        let head = one(create("a"));
+        let batch = super::super::Request {
+            command: head.command,
+            idempotency: None,
+            time_ms: 2,
+            batched: vec![one(create("a")), one(create("b"))],
+            numbered: true,
+        };
+        let out = sm.apply([entry(1, old), entry(2, batch)]).await.unwrap();
+        let Response::Applied(old) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(
+            old[0].as_ref().unwrap().revision,
+            1,
+            "an old entry: the log index"
+        );
+        let Response::Applied(results) = &out[1] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(results.len(), 3);
+        assert_eq!(results[0].as_ref().unwrap().revision, 2048);
+        assert!(
+            matches!(results[1], Err(DomainError::ItemExists(_))),
+            "{results:?}"
+        );
+        assert_eq!(results[2].as_ref().unwrap().revision, 2050);
+        {
+            let st = sm.read();
+            assert_eq!(st.inventory.item("a").unwrap().revision, 2048);
+            assert_eq!(st.inventory.item("b").unwrap().revision, 2050);
+        }
+        assert_eq!(super::super::log_index_of(2050), 2);
+
+        // More commands than an entry can number (only a broken leader sends that): the
+        // excess is refused on every replica alike, nothing panics.
+        let n = super::super::REVISIONS_PER_ENTRY as usize + 10;
+        let big = super::super::Request {
+            command: crate::inventory::Command::single(create("c-head")),
+            idempotency: None,
+            time_ms: 3,
+            batched: (1..n).map(|i| one(create(&format!("c{i}")))).collect(),
+            numbered: true,
+        };
+        let out = sm.apply([entry(3, big)]).await.unwrap();
+        let Response::Applied(results) = &out[0] else {
+            panic!("{out:?}")
+        };
+        assert_eq!(results.len(), n);
+        assert!(results[..1024].iter().all(|r| r.is_ok()));
+        assert!(results[1024..]
+            .iter()
+            .all(|r| matches!(r, Err(DomainError::TooLarge { .. }))));
+        assert!(sm.read().inventory.item("c1030").is_none());
     }
 }

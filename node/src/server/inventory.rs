@@ -5,15 +5,16 @@
 //! UNAVAILABLE and a leader hint.
 
 use super::convert;
+use super::proposer::{ProposeError, Proposer};
 use super::status::{self, invalid};
 use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
 use crate::metrics::Metrics;
 use crate::raft::state_machine::{AppliedState, StateMachine, WatchEvent};
-use crate::raft::{Raft, Request, Response};
+use crate::raft::Raft;
 use crate::storage::Engine;
 use laundry_proto::v1 as pb;
 use laundry_proto::v1::inventory_service_server::InventoryService;
-use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, RaftError};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -30,6 +31,8 @@ pub struct InventoryApi<E: Engine> {
     pub raft: Raft,
     pub sm: StateMachine<E>,
     pub metrics: Arc<Metrics>,
+    /// Where writes go: batched into Raft entries.
+    pub proposer: Proposer,
     /// A deliberate bug for the fault-injection suite to catch (`--unsafe-test-fault`).
     pub fault: Option<crate::config::TestFault>,
 }
@@ -43,11 +46,10 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// FNV-1a over the command's canonical JSON: a key reused for a different command is told
-/// apart from a retry. Maps are BTreeMaps, so the encoding is deterministic.
-fn fingerprint(cmd: &Command) -> u64 {
-    let bytes = serde_json::to_vec(cmd).unwrap_or_default();
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+/// FNV-1a over the command's canonical JSON (`encoded`): a key reused for a different
+/// command is told apart from a retry. Maps are BTreeMaps, so the encoding is deterministic.
+fn fingerprint(encoded: &[u8]) -> u64 {
+    encoded.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ *b as u64).wrapping_mul(0x0000_0100_0000_01b3)
     })
 }
@@ -63,6 +65,8 @@ impl<E: Engine> InventoryApi<E> {
             .conditions
             .extend(convert::conditions(&options.conditions)?);
         command.validate().map_err(status::domain)?;
+        let encoded = serde_json::to_vec(&command)
+            .map_err(|e| Status::internal(format!("encode command: {e}")))?;
         let idempotency = if options.idempotency_key.is_empty() {
             None
         } else {
@@ -70,40 +74,38 @@ impl<E: Engine> InventoryApi<E> {
                 .map_err(status::domain)?;
             Some(IdempotencyKey {
                 key: options.idempotency_key,
-                fingerprint: fingerprint(&command),
+                fingerprint: fingerprint(&encoded),
             })
         };
-        self.submit(Request {
-            command,
-            time_ms: now_ms(),
-            idempotency,
-        })
-        .await
+        self.submit(command, idempotency, encoded.len()).await
     }
 
-    async fn submit(&self, request: Request) -> WriteResult {
+    async fn submit(
+        &self,
+        command: Command,
+        idempotency: Option<IdempotencyKey>,
+        encoded_bytes: usize,
+    ) -> WriteResult {
         let started = std::time::Instant::now();
-        let result = self.raft.client_write(request).await;
+        let result = self
+            .proposer
+            .propose(command, idempotency, encoded_bytes)
+            .await;
         if result.is_ok() {
             self.metrics
                 .proposal_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
         match result {
-            Ok(resp) => match resp.data {
-                Response::Applied(Ok(outcome)) => {
-                    Ok(GrpcResponse::new(convert::write_response(outcome)))
-                }
-                Response::Applied(Err(e)) => Err(status::domain(e)),
-                Response::None => Err(Status::internal("entry applied without a result")),
-            },
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(status::not_leader(f.leader_id, f.leader_node))
-            }
-            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
-                Err(Status::failed_precondition(e.to_string()))
-            }
-            Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("node stopped: {e}"))),
+            Ok(Ok(outcome)) => Ok(GrpcResponse::new(convert::write_response(outcome))),
+            Ok(Err(e)) => Err(status::domain(e)),
+            Err(ProposeError::NotLeader {
+                leader_id,
+                leader_node,
+            }) => Err(status::not_leader(leader_id, leader_node)),
+            Err(ProposeError::Membership(e)) => Err(Status::failed_precondition(e)),
+            Err(e @ ProposeError::Stopped(_)) => Err(Status::unavailable(e.to_string())),
+            Err(e @ ProposeError::NoResult) => Err(Status::internal(e.to_string())),
         }
     }
 
@@ -513,12 +515,8 @@ pub async fn propose_expiry<E: Engine>(api: &InventoryApi<E>) {
     if api.raft.current_leader().await != Some(api.node_id) || !api.sm.expiry_due(now) {
         return;
     }
-    let request = Request {
-        command: Command::single(Op::ExpireDue),
-        time_ms: now,
-        idempotency: None,
-    };
-    if let Err(e) = api.submit(request).await {
+    let command = Command::single(Op::ExpireDue);
+    if let Err(e) = api.submit(command, None, 64).await {
         tracing::debug!(error = %e, "expiry proposal failed; will retry");
     }
 }

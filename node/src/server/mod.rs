@@ -1,9 +1,11 @@
 //! The node's gRPC services. `inventory` serves the public API on the client port; `peer`
 //! serves the Raft transport on the peer port. `convert` and `status` translate between
-//! the wire and the domain, so handlers stay short.
+//! the wire and the domain, so handlers stay short. `proposer` gathers concurrent writes
+//! into one Raft entry (group commit).
 
 pub mod convert;
 pub mod inventory;
 pub mod metered;
 pub mod peer;
+pub mod proposer;
 pub mod status;

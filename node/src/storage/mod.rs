@@ -8,6 +8,7 @@
 pub mod frame;
 pub mod keys;
 mod sled_engine;
+pub mod wal;
 
 pub use sled_engine::SledEngine;
 
