@@ -91,6 +91,7 @@ fn body(levels: usize) -> SnapshotBody {
         });
     }
     SnapshotBody {
+        ledger_through: None,
         last_applied: None,
         membership: Default::default(),
         records,

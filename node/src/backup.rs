@@ -169,6 +169,12 @@ pub fn verify(path: &Path, bytes: &[u8]) -> Result<(Manifest, SnapshotBody), Bac
         path: p(),
         detail: e.to_string(),
     })?;
+    if body.ledger_through.is_some() {
+        return Err(BackupError::Snapshot {
+            path: p(),
+            detail: "refers to a node's ledger instead of carrying it".into(),
+        });
+    }
     Inventory::from_records(body.records.clone()).map_err(|e| BackupError::Snapshot {
         path: p(),
         detail: e,
@@ -359,6 +365,7 @@ mod tests {
 
     fn body() -> SnapshotBody {
         SnapshotBody {
+            ledger_through: None,
             last_applied: Some(openraft::LogId::new(
                 openraft::CommittedLeaderId::new(3, 1),
                 42,

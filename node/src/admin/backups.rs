@@ -35,6 +35,7 @@ pub async fn backup<E: Engine>(
     let body = state
         .sm
         .snapshot_body()
+        .await
         .map_err(|e| AdminError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     let (dir, name, node, retain) = (
         state.backup_dir.clone(),

@@ -3,6 +3,9 @@
 use super::{Batch, Engine, KvPair, StoreError};
 use std::path::Path;
 
+/// How often sled's own thread flushes the state machine's writes.
+const SLED_FLUSH_EVERY_MS: u64 = 1000;
+
 #[derive(Clone)]
 pub struct SledEngine {
     db: sled::Db,
@@ -17,8 +20,11 @@ impl SledEngine {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
-            // Durability comes from explicit flushes on the Raft write path, not a timer.
-            .flush_every_ms(None)
+            // The state machine's writes need no fsync each (the Raft log has them, and a
+            // restart re-applies what sled lost); a flush every second keeps the dirty data
+            // small, so the flush before a log purge is short. Without it that flush wrote
+            // everything since the start and stalled the node (measured at 10 000 entries).
+            .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
             .cache_capacity(64 * 1024 * 1024)
             .open()
             .map_err(err)?;
