@@ -177,4 +177,11 @@ pub struct IdempotencyRecord {
     pub fingerprint: u64,
     pub time_ms: u64,
     pub outcome: Outcome,
+    /// `Some(n)`: the outcome's movements are not copied here; they are the `n` movements
+    /// the ledger holds at `outcome.revision` (every movement at a revision is that one
+    /// command's), read back on a replay. `None` in records written before, which carry
+    /// their movements. Copying them made every keyed write store its movements twice:
+    /// in memory, on disk and in every snapshot, for the 24 h the key is kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ledger_movements: Option<u32>,
 }

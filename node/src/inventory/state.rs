@@ -78,6 +78,9 @@ impl Record {
 pub struct Applied {
     pub result: Result<Outcome, DomainError>,
     pub touched: Vec<Key>,
+    /// On a replay whose record keeps its movements in the ledger: `(revision, count)` of
+    /// the movements the caller reads back into the outcome (this module does no I/O).
+    pub replay_movements: Option<(u64, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -331,16 +334,23 @@ impl Inventory {
 
         if let Some(idem) = &ctx.idempotency {
             if let Some(existing) = self.idempotency.get(&idem.key) {
-                let result = if existing.fingerprint == idem.fingerprint {
+                let (result, replay_movements) = if existing.fingerprint == idem.fingerprint {
                     let mut outcome = existing.outcome.clone();
                     outcome.replayed = true;
-                    Ok(outcome)
+                    let from_ledger = existing
+                        .ledger_movements
+                        .map(|n| (existing.outcome.revision, n));
+                    (Ok(outcome), from_ledger)
                 } else {
-                    Err(DomainError::IdempotencyKeyReused(idem.key.clone()))
+                    (
+                        Err(DomainError::IdempotencyKeyReused(idem.key.clone())),
+                        None,
+                    )
                 };
                 return Applied {
                     result,
                     touched: Vec::new(),
+                    replay_movements,
                 };
             }
         }
@@ -351,13 +361,18 @@ impl Inventory {
                 let mut touched: Vec<Key> = self.journal.drain(..).map(|u| u.key()).collect();
                 touched.sort();
                 touched.dedup();
-                Applied { result, touched }
+                Applied {
+                    result,
+                    touched,
+                    replay_movements: None,
+                }
             }
             Err(_) => {
                 self.rollback();
                 Applied {
                     result,
                     touched: Vec::new(),
+                    replay_movements: None,
                 }
             }
         }
@@ -407,7 +422,11 @@ impl Inventory {
             let record = IdempotencyRecord {
                 fingerprint: idem.fingerprint,
                 time_ms: now_ms,
-                outcome: outcome.clone(),
+                outcome: Outcome {
+                    movements: Vec::new(),
+                    ..outcome.clone()
+                },
+                ledger_movements: Some(outcome.movements.len() as u32),
             };
             self.put_idempotency(idem.key.clone(), Some(record));
         }

@@ -519,11 +519,15 @@ fn idempotent_retry_returns_first_result_and_reuse_is_refused() {
         },
     );
     assert!(retry.touched.is_empty());
+    // The movements are not kept twice: the caller reads them back from the ledger.
+    assert_eq!(retry.replay_movements, Some((5, 1)));
     let retry = retry.result.unwrap();
     assert!(retry.replayed);
+    assert!(retry.movements.is_empty());
     assert_eq!(
         Outcome {
             replayed: false,
+            movements: first.movements.clone(),
             ..retry
         },
         first
@@ -898,7 +902,14 @@ proptest! {
                     let key = idem.as_ref().unwrap().key.clone();
                     let (cmd0, out0) = &first_result[&key];
                     prop_assert_eq!(cmd0, &step.cmd);
-                    prop_assert_eq!(&Outcome { replayed: false, ..out.clone() }, out0);
+                    // The record keeps no copy of the movements: they are the ledger's at
+                    // the outcome's revision, read back by the caller.
+                    let (rev, n) = applied.replay_movements.expect("a new record refers to the ledger");
+                    prop_assert!(out.movements.is_empty());
+                    prop_assert_eq!(rev, out.revision);
+                    let from_ledger: Vec<Movement> = ledger.iter().filter(|m| m.revision == rev).cloned().collect();
+                    prop_assert_eq!(from_ledger.len(), n as usize);
+                    prop_assert_eq!(&Outcome { replayed: false, movements: from_ledger, ..out.clone() }, out0);
                     prop_assert_eq!(&inv, &before);
                 }
                 Ok(out) => {

@@ -388,6 +388,42 @@ impl<E: Engine> StateMachine<E> {
         self.shared.snapshot_dir.join("current.snap")
     }
 
+    /// The `count` movements of the write at `revision`, for a replayed outcome: from this
+    /// apply call's own new movements (`fresh`, not yet stored) or else from the ledger.
+    fn replayed_movements(
+        &self,
+        fresh: &[Movement],
+        revision: u64,
+        count: u32,
+    ) -> Result<Vec<Movement>, StoreError> {
+        let mut found: Vec<Movement> = fresh
+            .iter()
+            .filter(|m| m.revision == revision)
+            .cloned()
+            .collect();
+        if found.is_empty() && count > 0 {
+            let rows = self.shared.engine.range(
+                &keys::movement(revision, 0),
+                &keys::movement(revision, count),
+                count as usize,
+            )?;
+            for (k, v) in rows {
+                found.push(frame::decode(&k, &v)?);
+            }
+        }
+        if found.len() != count as usize {
+            return Err(StoreError::Corrupt {
+                key: keys::display(&keys::movement(revision, 0)),
+                reason: format!(
+                    "an idempotency record names {count} movements at revision {revision}, \
+                     the ledger holds {}",
+                    found.len()
+                ),
+            });
+        }
+        Ok(found)
+    }
+
     /// Every stored movement with a key below `end`, in order.
     fn movements_before(&self, end: &[u8]) -> Result<Vec<Movement>, StoreError> {
         let mut out = Vec::new();
@@ -586,7 +622,14 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
                                 time_ms: req.time_ms,
                                 idempotency: idempotency.clone(),
                             };
-                            let applied = st.inventory.apply(command, &ctx);
+                            let mut applied = st.inventory.apply(command, &ctx);
+                            if let (Some((revision, count)), Ok(out)) =
+                                (applied.replay_movements, &mut applied.result)
+                            {
+                                out.movements = self
+                                    .replayed_movements(&fresh, revision, count)
+                                    .map_err(read_err)?;
+                            }
                             for key in &applied.touched {
                                 match st.inventory.record(key) {
                                     Some(r) => batch.put(
@@ -932,6 +975,105 @@ mod tests {
         assert_eq!(
             sent, whole,
             "the sent snapshot is the state and ledger at the build"
+        );
+    }
+
+    /// A replayed key's outcome carries the movements of its first application, read back
+    /// from the ledger (another apply call) or from the same entry (batched together).
+    #[tokio::test]
+    async fn a_replayed_key_gets_its_movements_back_from_the_ledger() {
+        use crate::inventory::{IdempotencyKey, LocationKind, Op};
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
+        let mut sm = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
+            .await
+            .unwrap();
+        let plain = |op: Op| super::super::Request {
+            command: crate::inventory::Command::single(op),
+            time_ms: 1,
+            idempotency: None,
+            batched: vec![],
+            numbered: true,
+        };
+        let receive = crate::inventory::Command::single(Op::Receive {
+            item: "a".into(),
+            location: "w".into(),
+            quantity: 3,
+            from: String::new(),
+            reason: String::new(),
+            reference: String::new(),
+        });
+        let key = |k: &str| {
+            Some(IdempotencyKey {
+                key: k.into(),
+                fingerprint: 9,
+            })
+        };
+        let keyed = |k: &str| super::super::Proposal {
+            command: receive.clone(),
+            idempotency: key(k),
+        };
+        sm.apply([
+            entry(
+                1,
+                plain(Op::CreateItem {
+                    id: "a".into(),
+                    name: "a".into(),
+                    unit: "each".into(),
+                    attributes: Default::default(),
+                    low_stock_threshold: 0,
+                }),
+            ),
+            entry(
+                2,
+                plain(Op::CreateLocation {
+                    id: "w".into(),
+                    name: "w".into(),
+                    kind: LocationKind::Warehouse,
+                }),
+            ),
+        ])
+        .await
+        .unwrap();
+        let twice_in_one = super::super::Request {
+            command: receive.clone(),
+            idempotency: key("k1"),
+            time_ms: 2,
+            batched: vec![keyed("k1")],
+            numbered: true,
+        };
+        let out = sm.apply([entry(3, twice_in_one)]).await.unwrap();
+        let Response::Applied(r) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let first = r[0].clone().unwrap();
+        let same_entry = r[1].clone().unwrap();
+        assert_eq!(first.movements.len(), 1);
+        assert!(same_entry.replayed);
+        assert_eq!(same_entry.movements, first.movements);
+
+        let later = super::super::Request {
+            command: receive.clone(),
+            idempotency: key("k1"),
+            time_ms: 3,
+            batched: vec![],
+            numbered: true,
+        };
+        let out = sm.apply([entry(4, later)]).await.unwrap();
+        let Response::Applied(r) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let replay = r[0].clone().unwrap();
+        assert!(replay.replayed);
+        assert_eq!(replay.revision, first.revision);
+        assert_eq!(
+            replay.movements, first.movements,
+            "read back from the ledger"
+        );
+        assert_eq!(
+            sm.read().inventory.stock("a", "w").on_hand,
+            3,
+            "applied once"
         );
     }
 }
