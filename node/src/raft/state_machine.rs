@@ -817,6 +817,24 @@ mod tests {
         }
     }
 
+    async fn fresh(dir: &tempfile::TempDir) -> StateMachine<SledEngine> {
+        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
+        StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
+            .await
+            .unwrap()
+    }
+
+    /// An entry of one command, as the proposer writes them.
+    fn single(op: crate::inventory::Op, time_ms: u64) -> super::super::Request {
+        super::super::Request {
+            command: crate::inventory::Command::single(op),
+            time_ms,
+            idempotency: None,
+            batched: vec![],
+            numbered: true,
+        }
+    }
+
     fn one(op: crate::inventory::Op) -> super::super::Proposal {
         super::super::Proposal {
             command: crate::inventory::Command::single(op),
@@ -831,10 +849,7 @@ mod tests {
     async fn commands_in_one_entry_get_their_own_revisions_and_old_entries_keep_theirs() {
         use crate::inventory::{LocationKind, Op};
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
-        let mut sm = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
-            .await
-            .unwrap();
+        let mut sm = fresh(&dir).await;
         let create = |id: &str| Op::CreateItem {
             id: id.into(),
             name: id.into(),
@@ -916,17 +931,8 @@ mod tests {
     async fn a_built_snapshot_refers_to_the_ledger_and_the_one_sent_carries_it() {
         use crate::inventory::{LocationKind, Op};
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
-        let mut sm = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
-            .await
-            .unwrap();
-        let request = |op: Op| super::super::Request {
-            command: crate::inventory::Command::single(op),
-            time_ms: 1,
-            idempotency: None,
-            batched: vec![],
-            numbered: true,
-        };
+        let mut sm = fresh(&dir).await;
+        let request = |op: Op| single(op, 1);
         let receive = |q: i64| Op::Receive {
             item: "a".into(),
             location: "w".into(),
@@ -984,17 +990,8 @@ mod tests {
     async fn a_replayed_key_gets_its_movements_back_from_the_ledger() {
         use crate::inventory::{IdempotencyKey, LocationKind, Op};
         let dir = tempfile::tempdir().unwrap();
-        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
-        let mut sm = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
-            .await
-            .unwrap();
-        let plain = |op: Op| super::super::Request {
-            command: crate::inventory::Command::single(op),
-            time_ms: 1,
-            idempotency: None,
-            batched: vec![],
-            numbered: true,
-        };
+        let mut sm = fresh(&dir).await;
+        let plain = |op: Op| single(op, 1);
         let receive = crate::inventory::Command::single(Op::Receive {
             item: "a".into(),
             location: "w".into(),
