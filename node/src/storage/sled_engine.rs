@@ -3,6 +3,13 @@
 use super::{Batch, Engine, KvPair, StoreError};
 use std::path::Path;
 
+/// sled's page cache. The node holds its whole state in memory and the Raft log is not in
+/// sled, so sled's cache serves only ledger scans and idempotency replays. Measured
+/// 2026-11-24 against 64 MiB: at a million levels 385 vs 453 MiB resident, restart 3 994 vs
+/// 3 999 ms; 64-client writes 4 991 / 5 054 / 4 753 vs 4 481 / 4 516 / 5 509 per s
+/// (interleaved runs), i.e. no loss.
+const SLED_CACHE_BYTES: u64 = 16 * 1024 * 1024;
+
 /// How often sled's own thread flushes the state machine's writes.
 const SLED_FLUSH_EVERY_MS: u64 = 1000;
 
@@ -25,7 +32,7 @@ impl SledEngine {
             // small, so the flush before a log purge is short. Without it that flush wrote
             // everything since the start and stalled the node (measured at 10 000 entries).
             .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
-            .cache_capacity(64 * 1024 * 1024)
+            .cache_capacity(SLED_CACHE_BYTES)
             .open()
             .map_err(err)?;
         let tree = db.open_tree("laundry").map_err(err)?;
