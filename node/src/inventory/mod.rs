@@ -4,6 +4,7 @@
 //! - `model`: the records (items, locations, stock levels, movements, reservations).
 //! - `command`: what a client may ask for, and static validation of it.
 //! - `state`: the state and `Inventory::apply`, which enforces the brief's rules 1–6.
+//! - `stock_table`: the stock levels, `item → location → level` with interned ids.
 //! - `limits`: every bound in one place.
 
 pub mod command;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod limits;
 pub mod model;
 pub mod state;
+pub mod stock_table;
 
 #[cfg(test)]
 mod tests;

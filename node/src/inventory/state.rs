@@ -9,6 +9,7 @@ use super::command::{Command, Condition, Op};
 use super::error::DomainError;
 use super::limits::*;
 use super::model::*;
+use super::stock_table::StockTable;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -97,7 +98,7 @@ enum Undo {
 pub struct Inventory {
     items: BTreeMap<String, Item>,
     locations: BTreeMap<String, Location>,
-    stock: BTreeMap<(String, String), StockLevel>,
+    stock: StockTable,
     reservations: BTreeMap<String, Reservation>,
     idempotency: BTreeMap<String, IdempotencyRecord>,
     /// Highest leader time applied so far; entry times are clamped to never go back.
@@ -129,7 +130,7 @@ impl Inventory {
         let mut inv = Inventory {
             items: BTreeMap::new(),
             locations: BTreeMap::new(),
-            stock: BTreeMap::new(),
+            stock: StockTable::default(),
             reservations: BTreeMap::new(),
             idempotency: BTreeMap::new(),
             clock_ms: 0,
@@ -174,7 +175,7 @@ impl Inventory {
                     location,
                     level,
                 } => {
-                    inv.stock.insert((item, location), level);
+                    inv.stock.insert(&item, &location, level);
                 }
                 Record::Reservation(r) => {
                     if r.state == ReservationState::Open {
@@ -201,10 +202,10 @@ impl Inventory {
         let stock = self
             .stock
             .iter()
-            .map(|((item, location), level)| Record::Stock {
-                item: item.clone(),
-                location: location.clone(),
-                level: *level,
+            .map(|(item, location, level)| Record::Stock {
+                item: item.to_string(),
+                location: location.to_string(),
+                level,
             });
         let reservations = self.reservations.values().cloned().map(Record::Reservation);
         let idem = self
@@ -228,13 +229,11 @@ impl Inventory {
             Key::Item(id) => self.items.get(id).cloned().map(Record::Item),
             Key::Location(id) => self.locations.get(id).cloned().map(Record::Location),
             Key::Stock(item, location) => {
-                self.stock
-                    .get(&(item.clone(), location.clone()))
-                    .map(|level| Record::Stock {
-                        item: item.clone(),
-                        location: location.clone(),
-                        level: *level,
-                    })
+                self.stock.get(item, location).map(|level| Record::Stock {
+                    item: item.clone(),
+                    location: location.clone(),
+                    level,
+                })
             }
             Key::Reservation(id) => self.reservations.get(id).cloned().map(Record::Reservation),
             Key::Idempotency(k) => self.idempotency.get(k).map(|record| Record::Idempotency {
@@ -282,18 +281,11 @@ impl Inventory {
     }
     /// The balance of `item` at `location`; zero if never touched.
     pub fn stock(&self, item: &str, location: &str) -> StockLevel {
-        self.stock
-            .get(&(item.to_string(), location.to_string()))
-            .copied()
-            .unwrap_or_default()
+        self.stock.get(item, location).unwrap_or_default()
     }
     /// Every touched balance of `item`, in location order.
     pub fn stock_of_item(&self, item: &str) -> Vec<(&str, StockLevel)> {
-        self.stock
-            .range((item.to_string(), String::new())..)
-            .take_while(|((i, _), _)| i == item)
-            .map(|((_, l), s)| (l.as_str(), *s))
-            .collect()
+        self.stock.of_item(item).collect()
     }
     pub fn reservation(&self, id: &str) -> Option<&Reservation> {
         self.reservations.get(id)
@@ -968,9 +960,9 @@ impl Inventory {
                 "rule 1: 0 <= reserved <= on_hand at {item}@{location}"
             );
         }
-        let key = (item.to_string(), location.to_string());
-        let old = self.stock.insert(key.clone(), level);
-        self.journal.push(Undo::Stock(key, old));
+        let old = self.stock.insert(item, location, level);
+        self.journal
+            .push(Undo::Stock((item.to_string(), location.to_string()), old));
     }
 
     fn put_reservation(&mut self, r: Reservation) {
@@ -1008,7 +1000,12 @@ impl Inventory {
             match undo {
                 Undo::Item(id, old) => restore(&mut self.items, id, old),
                 Undo::Location(id, old) => restore(&mut self.locations, id, old),
-                Undo::Stock(key, old) => restore(&mut self.stock, key, old),
+                Undo::Stock((item, location), old) => {
+                    match old {
+                        Some(level) => self.stock.insert(&item, &location, level),
+                        None => self.stock.remove(&item, &location),
+                    };
+                }
                 Undo::Reservation(id, old) => {
                     if let Some(cur) = self.reservations.get(&id) {
                         if cur.state == ReservationState::Open {
@@ -1040,7 +1037,7 @@ impl Inventory {
     /// Used on load and by tests; O(size of state).
     pub fn check_invariants(&self) -> Result<(), String> {
         let mut sums: BTreeMap<&str, i128> = BTreeMap::new();
-        for ((item, location), level) in &self.stock {
+        for (item, location, level) in self.stock.iter() {
             let loc = self
                 .locations
                 .get(location)
@@ -1073,11 +1070,8 @@ impl Inventory {
                 return Err(format!("reservation {:?} ended without a revision", r.id));
             }
         }
-        for ((item, location), level) in &self.stock {
-            let h = held
-                .get(&(item.as_str(), location.as_str()))
-                .copied()
-                .unwrap_or(0);
+        for (item, location, level) in self.stock.iter() {
+            let h = held.get(&(item, location)).copied().unwrap_or(0);
             if h != level.reserved {
                 return Err(format!(
                     "reserved {} at {item}@{location} but open reservations hold {h}",
