@@ -342,6 +342,13 @@ pub async fn restore(
 async fn seed(data_dir: &Path, body: &SnapshotBody, last: LogId) -> Result<(), BackupError> {
     let snapshot_dir = data_dir.join("snapshot");
     std::fs::create_dir_all(&snapshot_dir).map_err(io(&snapshot_dir))?;
+    // The file first: it is the state; `rewrite_state` writes the ledger and points the
+    // engine's checkpoint at it.
+    let snap = snapshot::encode(body).map_err(|e| BackupError::Snapshot {
+        path: data_dir.display().to_string(),
+        detail: e,
+    })?;
+    write_file_durably(&snapshot_dir.join("current.snap"), &snap)?;
     let engine = SledEngine::open(&data_dir.join("db"))?;
     rewrite_state(&engine, body).await?;
     // A vote in the backup's last term for no member: the new cluster's first election
@@ -351,11 +358,6 @@ async fn seed(data_dir: &Path, body: &SnapshotBody, last: LogId) -> Result<(), B
         purged: Some(last),
     };
     log_store::seed(data_dir, &meta, Some(last))?;
-    let snap = snapshot::encode(body).map_err(|e| BackupError::Snapshot {
-        path: data_dir.display().to_string(),
-        detail: e,
-    })?;
-    write_file_durably(&snapshot_dir.join("current.snap"), &snap)?;
     Ok(())
 }
 

@@ -22,7 +22,7 @@ fn main() -> std::process::ExitCode {
         Some("probe-connect") => probe_connect(&args[2]),
         _ => Err(
             "usage: laundry-jepsen hosts-check [N] | register|inventory [--duration-s S] [--nodes N] \
-             [--nemesis kill,pause,partition,...] [--period-s S] [--node-fault local-reads] \
+             [--nemesis kill,pause,partition,...] [--period-s S] [--node-fault local-reads] [--snapshot-logs N] \
              [--expect valid|invalid] [--results DIR]"
                 .to_string(),
         ),
@@ -133,6 +133,7 @@ fn hosts_check(n: usize) -> Result<(), String> {
 
 /// Flags every campaign takes: `[--duration-s 20] [--nodes 5] [--nemesis kill]
 /// [--period-s 4] [--results DIR] [--node-bin PATH] [--node-fault local-reads]
+/// [--snapshot-logs N]
 /// [--expect valid|invalid] [--recovery-bound-s 10]`. Nodes run in namespaced hosts, 5
 /// client processes (each its own client, preferring a different node), the nemeses in
 /// turn (kill, pause, isolate-leader, halves, ring, bridge; `partition` = the four
@@ -187,10 +188,25 @@ fn parse_campaign(args: &[String], workload: &str) -> Result<Campaign, String> {
         Some("invalid") => false,
         Some(other) => return Err(format!("--expect valid|invalid, not {other}")),
     };
-    let node_args = match flag("--node-fault") {
+    let mut node_args = match flag("--node-fault") {
         None => Vec::new(),
         Some(f) => vec!["--unsafe-test-fault".to_string(), f],
     };
+    if let Some(n) = flag("--snapshot-logs") {
+        // Frequent snapshots, so kills restart nodes from a snapshot plus the log after it
+        // and lagging nodes catch up by snapshot install, not only by log replay.
+        let n: u64 = n
+            .parse()
+            .ok()
+            .filter(|n| (10..=1_000_000).contains(n))
+            .ok_or_else(|| format!("--snapshot-logs 10..=1000000, not {n}"))?;
+        node_args.extend([
+            "--snapshot-logs".to_string(),
+            n.to_string(),
+            "--keep-logs".to_string(),
+            (n / 4).to_string(),
+        ]);
+    }
     let results = std::path::PathBuf::from(
         flag("--results")
             .unwrap_or_else(|| format!("jepsen-results/{workload}-{}", std::process::id())),
@@ -223,10 +239,11 @@ fn parse_campaign(args: &[String], workload: &str) -> Result<Campaign, String> {
     };
     let title = format!(
         "{workload}, {nodes} nodes, nemeses {faults:?}{}",
-        node_args
-            .get(1)
-            .map(|f| format!(", node fault {f}"))
-            .unwrap_or_default()
+        if node_args.is_empty() {
+            String::new()
+        } else {
+            format!(", nodes run with {}", node_args.join(" "))
+        }
     );
     Ok(Campaign {
         cfg,
@@ -342,7 +359,7 @@ fn register(args: &[String]) -> Result<(), String> {
         "nodes": cfg.nodes,
         "nemeses": cfg.faults,
         "period_s": cfg.nemesis_period.as_secs(),
-        "node_fault": cfg.node_args.get(1),
+        "node_args": cfg.node_args,
         "events": events.len(), "ok": oks, "info": infos,
         "valid": report.valid,
         "keys": keys,
@@ -408,7 +425,7 @@ fn inventory(args: &[String]) -> Result<(), String> {
         "nodes": cfg.nodes,
         "nemeses": cfg.faults,
         "period_s": cfg.nemesis_period.as_secs(),
-        "node_fault": cfg.node_args.get(1),
+        "node_args": cfg.node_args,
         "operations": {"ok": oks, "refused": fails, "indeterminate": infos},
         "acknowledged": outcome.acks.len(),
         "replicas": outcome.replicas.len(),

@@ -10,6 +10,7 @@
 //! - `codec`: how openraft messages are serialized on the peer transport.
 
 pub mod codec;
+pub mod ledger;
 pub mod log_store;
 pub mod network;
 pub mod snapshot;

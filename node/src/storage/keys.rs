@@ -5,8 +5,9 @@
 //! |--------|------------------------------|----------------------------------------|
 //! | `l`    | `l` + index (u64 BE)         | a Raft log entry                        |
 //! | `m`    | `m/vote`, `m/committed`, `m/purged` | Raft metadata                   |
-//! | `a`    | `a/applied`                  | last applied log id and membership      |
-//! | `s`    | `s` + record key             | an inventory record (item, stock, ...)  |
+//! | `a`    | `a/checkpoint`               | log id of the snapshot file holding the state |
+//! | `a`    | `a/applied`                  | (earlier releases) applied id and membership |
+//! | `s`    | `s` + record key             | (earlier releases) an inventory record  |
 //! | `v`    | `v` + revision (u64 BE) + seq (u32 BE) | a ledger movement             |
 
 use crate::inventory::Key;
@@ -17,6 +18,8 @@ pub const VOTE: &[u8] = b"m/vote";
 pub const COMMITTED: &[u8] = b"m/committed";
 pub const PURGED: &[u8] = b"m/purged";
 pub const APPLIED: &[u8] = b"a/applied";
+/// The log id of the snapshot file that holds the state (the log after it holds the rest).
+pub const CHECKPOINT: &[u8] = b"a/checkpoint";
 pub const STATE_START: &[u8] = b"s";
 pub const STATE_END: &[u8] = b"t";
 pub const MOVEMENT_START: &[u8] = b"v";
