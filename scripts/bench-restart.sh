@@ -2,6 +2,12 @@
 # Loads ITEMS x LOCATIONS stock levels (default 100000 x 10 = one million) into a one-node
 # release cluster on loopback, stops it (SIGTERM), restarts it, and reports the time until
 # it serves a linearizable read and its resident memory then.
+#
+#   scripts/bench-restart.sh [ITEMS] [LOCATIONS]
+#
+# By default the restart re-applies the whole load from the Raft log (it is shorter than
+# one snapshot interval). SNAPSHOT_FIRST=1 takes a snapshot (POST /snapshot) before the
+# stop, so the restart loads the snapshot file instead: the two ends of what a restart does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 items="${1:-100000}"
@@ -12,7 +18,8 @@ data=$(mktemp -d)
 trap 'kill $(cat "$data/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$data"' EXIT
 start() {
   "$bin/laundry-node" --id 1 --data-dir "$data/node" --client-addr 127.0.0.1:19901 --peer-addr 127.0.0.1:19902 \
-    --admin-addr 127.0.0.1:19903 --plaintext --initial-members 1=127.0.0.1:19902/127.0.0.1:19901 >>"$data/node.log" 2>&1 &
+    --admin-addr 127.0.0.1:19903 --plaintext --initial-members 1=127.0.0.1:19902/127.0.0.1:19901 \
+    --admin-token bench-restart-token >>"$data/node.log" 2>&1 &
   echo $! >"$data/pid"
 }
 ready() {  # a linearizable read answers
@@ -21,6 +28,10 @@ ready() {  # a linearizable read answers
 start
 for _ in $(seq 1 100); do ready && break; sleep 0.1; done
 "$bin/laundry-load-levels" --endpoints 127.0.0.1:19901 --items "$items" --locations "$locations"
+if [ "${SNAPSHOT_FIRST:-0}" = 1 ]; then
+  curl -sf -X POST -H "Authorization: Bearer bench-restart-token" http://127.0.0.1:19903/snapshot >/dev/null
+  echo "snapshot taken before the stop: $(du -h "$data/node/snapshot/current.snap" | cut -f1)"
+fi
 kill -TERM "$(cat "$data/pid")"; while kill -0 "$(cat "$data/pid")" 2>/dev/null; do sleep 0.1; done
 echo "on disk: $(du -sh "$data/node" | cut -f1)"
 t0=$(date +%s%N)

@@ -9,6 +9,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// Operations applied since the last snapshot that trigger the next one. A start re-applies
+/// the log after the snapshot, about 4-6 µs per operation measured (1.1 M operations in
+/// 4.8-6.4 s, `scripts/bench-restart.sh`), so this bounds that part of a start to ~2 s.
+pub const DEFAULT_SNAPSHOT_OPS: u64 = 400_000;
+
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "laundry-node", version, about = "Laundry List store node")]
 pub struct Args {
@@ -59,6 +64,11 @@ pub struct Args {
     /// Build a snapshot (and compact the log) after this many entries.
     #[arg(long, env = "LAUNDRY_SNAPSHOT_LOGS")]
     pub snapshot_logs: Option<u64>,
+    /// Also build a snapshot once this many operations were applied since the last one
+    /// (entries vary from one operation to thousands, so an entry count alone does not
+    /// bound what a restart re-applies).
+    #[arg(long, env = "LAUNDRY_SNAPSHOT_OPS")]
+    pub snapshot_ops: Option<u64>,
     /// Entries kept in the log behind a snapshot, for slightly lagging followers.
     #[arg(long, env = "LAUNDRY_KEEP_LOGS")]
     pub keep_logs: Option<u64>,
@@ -110,6 +120,7 @@ struct FileConfig {
     advertise_admin_addr: Option<String>,
     initial_members: Option<String>,
     snapshot_logs: Option<u64>,
+    snapshot_ops: Option<u64>,
     keep_logs: Option<u64>,
     backup_dir: Option<PathBuf>,
     backup_retain: Option<usize>,
@@ -142,6 +153,7 @@ pub struct NodeConfig {
     pub advertise: NodeInfo,
     pub initial_members: BTreeMap<NodeId, NodeInfo>,
     pub snapshot_logs: u64,
+    pub snapshot_ops: u64,
     pub keep_logs: u64,
     /// `None` only when plain text was chosen explicitly.
     pub tls: Option<crate::tls::TlsFiles>,
@@ -315,6 +327,10 @@ impl NodeConfig {
             advertise,
             initial_members,
             snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
+            snapshot_ops: args
+                .snapshot_ops
+                .or(file.snapshot_ops)
+                .unwrap_or(DEFAULT_SNAPSHOT_OPS),
             keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
             // Measured (benches/RESULTS.md, scripts/bench-elections.sh): no election in 3 x 60 s
             // of saturating load on 2 cores, and failover in ~1.1 s (openraft waits the
@@ -328,6 +344,9 @@ impl NodeConfig {
         }
         if cfg.snapshot_logs == 0 {
             return Err(invalid("snapshot_logs", "must be > 0"));
+        }
+        if cfg.snapshot_ops == 0 {
+            return Err(invalid("snapshot_ops", "must be > 0"));
         }
         if !(cfg.heartbeat_ms > 0
             && cfg.heartbeat_ms < cfg.election_min_ms

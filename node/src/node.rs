@@ -28,6 +28,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// How often the leader checks for reservations past their deadline.
 const EXPIRY_TICK_MS: u64 = 250;
+/// How often the operations applied since the last snapshot are compared with the limit.
+const SNAPSHOT_TRIGGER_TICK_MS: u64 = 1_000;
 
 /// Runs the node until `shutdown` completes.
 pub async fn run(
@@ -203,6 +205,30 @@ pub async fn run(
         })
     };
 
+    // openraft's policy counts entries; an entry holds one operation or thousands, so the
+    // operations applied since the last snapshot are watched too (what a start re-applies).
+    let snapshot_trigger = {
+        let sm = sm.clone();
+        let raft = raft.clone();
+        let stop = stop_rx.clone();
+        let limit_ops = cfg.snapshot_ops;
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(SNAPSHOT_TRIGGER_TICK_MS));
+            while !*stop.borrow() {
+                tick.tick().await;
+                if sm.ops_since_snapshot() >= limit_ops {
+                    tracing::info!(
+                        ops = sm.ops_since_snapshot(),
+                        limit_ops,
+                        "snapshot by operation count"
+                    );
+                    // Ignored by openraft while a build runs; the count resets when one copies.
+                    let _ = raft.trigger().snapshot().await;
+                }
+            }
+        })
+    };
+
     let expiry = {
         let api = api.clone();
         let stop = stop_rx.clone();
@@ -237,6 +263,7 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = raft.shutdown().await;
     expiry.abort();
+    snapshot_trigger.abort();
     leader_watch.abort();
     let _ = peer_server.await;
     let _ = client_server.await;

@@ -163,36 +163,44 @@ impl Inventory {
         // are only written to storage if a snapshot carried them.
         let mut inv = Inventory::genesis();
         for record in records {
-            match record {
-                Record::Item(i) => {
-                    inv.items.insert(i.id.clone(), i);
-                }
-                Record::Location(l) => {
-                    inv.locations.insert(l.id.clone(), l);
-                }
-                Record::Stock {
-                    item,
-                    location,
-                    level,
-                } => {
-                    inv.stock.insert(&item, &location, level);
-                }
-                Record::Reservation(r) => {
-                    if r.state == ReservationState::Open {
-                        inv.open_by_deadline.insert((r.deadline_ms, r.id.clone()));
-                    }
-                    inv.reservations.insert(r.id.clone(), r);
-                }
-                Record::Idempotency { key, record } => {
-                    inv.idempotency_by_time
-                        .insert((record.time_ms, key.clone()));
-                    inv.idempotency.insert(key, record);
-                }
-                Record::Clock(c) => inv.clock_ms = c,
-            }
+            inv.load_record(record);
         }
         inv.check_invariants()?;
         Ok(inv)
+    }
+
+    /// Puts one stored record into a state being rebuilt (from genesis, by
+    /// [`Inventory::from_records`] or a caller that decodes records one at a time); the
+    /// caller runs [`Inventory::check_invariants`] once all are in.
+    pub fn load_record(&mut self, record: Record) {
+        let inv = self;
+        match record {
+            Record::Item(i) => {
+                inv.items.insert(i.id.clone(), i);
+            }
+            Record::Location(l) => {
+                inv.locations.insert(l.id.clone(), l);
+            }
+            Record::Stock {
+                item,
+                location,
+                level,
+            } => {
+                inv.stock.insert(&item, &location, level);
+            }
+            Record::Reservation(r) => {
+                if r.state == ReservationState::Open {
+                    inv.open_by_deadline.insert((r.deadline_ms, r.id.clone()));
+                }
+                inv.reservations.insert(r.id.clone(), r);
+            }
+            Record::Idempotency { key, record } => {
+                inv.idempotency_by_time
+                    .insert((record.time_ms, key.clone()));
+                inv.idempotency.insert(key, record);
+            }
+            Record::Clock(c) => inv.clock_ms = c,
+        }
     }
 
     /// Every record of the state, in key order within each kind.

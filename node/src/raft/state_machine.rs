@@ -148,6 +148,12 @@ struct Shared<E: Engine> {
     /// Held by whoever builds, installs or backs up a snapshot, so a build never reads a
     /// ledger an install is rewriting. Apply does not take it.
     snapshot_io: tokio::sync::Mutex<()>,
+    /// The meta of the snapshot file the state was loaded from, for the first
+    /// `get_current_snapshot` call only: see there.
+    startup_snapshot: std::sync::Mutex<Option<SnapshotMeta<NodeId, super::NodeInfo>>>,
+    /// Operations applied since the state the last snapshot copied: what a start would
+    /// re-apply from the log. Read by the node's snapshot trigger.
+    ops_since_snapshot: std::sync::atomic::AtomicU64,
 }
 
 pub struct StateMachine<E: Engine> {
@@ -203,13 +209,15 @@ impl<E: Engine> StateMachine<E> {
             Some(v) => Some(frame::decode::<Option<LogId>>(keys::CHECKPOINT, &v)?),
             None => None,
         };
+        let mut startup_snapshot = None;
         let loaded = if checkpoint.is_none() && engine.get(keys::APPLIED)?.is_some() {
             // An earlier release's directory (its snapshot file, if any, is older).
             let loaded = Loaded::from_engine_records(engine.as_ref())?;
-            convert_to_checkpoint(engine.as_ref(), &snapshot_path, &loaded).await?;
+            let meta = convert_to_checkpoint(engine.as_ref(), &snapshot_path, &loaded).await?;
+            startup_snapshot = Some(meta);
             loaded
         } else {
-            match (checkpoint, read_snapshot(&snapshot_path)?) {
+            match (checkpoint, read_file(&snapshot_path)?) {
                 (None, None) => Loaded {
                     inventory: Inventory::genesis(),
                     last_applied: None,
@@ -224,23 +232,27 @@ impl<E: Engine> StateMachine<E> {
                         ),
                     })
                 }
-                (Some(at), Some(body)) if body.last_applied < at => {
-                    return Err(StoreError::Corrupt {
-                        key: "snapshot/current.snap".into(),
-                        reason: format!(
-                            "holds the state at {:?}, older than the checkpoint's {at:?}",
-                            body.last_applied
-                        ),
-                    })
-                }
-                (at, Some(body)) => {
-                    if at != Some(body.last_applied) {
+                (at, Some(bytes)) => {
+                    let file = Loaded::from_snapshot_file(&bytes)?;
+                    drop(bytes);
+                    let last_applied = file.body.last_applied;
+                    if at.is_some_and(|at| last_applied < at) {
+                        return Err(StoreError::Corrupt {
+                            key: "snapshot/current.snap".into(),
+                            reason: format!(
+                                "holds the state at {last_applied:?}, older than the \
+                                 checkpoint's {at:?}"
+                            ),
+                        });
+                    }
+                    if at != Some(last_applied) {
                         // A crash after the file was written and before the checkpoint
                         // named it. The file is durable and the log behind it not yet
                         // purged (that waits for the checkpoint), so it is the state.
-                        adopt_snapshot_file(engine.as_ref(), &body).await?;
+                        adopt_snapshot_file(engine.as_ref(), &file.body).await?;
                     }
-                    Loaded::from_snapshot(body)?
+                    startup_snapshot = Some(snapshot_meta(&file.body));
+                    file.loaded
                 }
             }
         };
@@ -271,8 +283,18 @@ impl<E: Engine> StateMachine<E> {
                 events,
                 snapshot_dir,
                 snapshot_io: tokio::sync::Mutex::new(()),
+                startup_snapshot: std::sync::Mutex::new(startup_snapshot),
+                ops_since_snapshot: std::sync::atomic::AtomicU64::new(0),
             }),
         })
+    }
+
+    /// Operations applied since the state the last snapshot copied (since the start, if
+    /// none was built since): what a start would re-apply from the log.
+    pub fn ops_since_snapshot(&self) -> u64 {
+        self.shared
+            .ops_since_snapshot
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Read access to the applied state. Hold it briefly: apply waits for it.
@@ -381,6 +403,10 @@ impl<E: Engine> StateMachine<E> {
     fn body_unlocked(&self, with_ledger: bool) -> Result<SnapshotBody, StoreError> {
         let (last_applied, membership, records, ledger_end) = {
             let st = self.read();
+            // Apply holds the write lock while counting, so nothing is counted twice or lost.
+            self.shared
+                .ops_since_snapshot
+                .store(0, std::sync::atomic::Ordering::Relaxed);
             (
                 st.last_applied,
                 st.membership.clone(),
@@ -472,22 +498,37 @@ struct Loaded {
     ledger_end: Option<(u64, u32)>,
 }
 
+/// A state loaded from the snapshot file, and the file's body (its records already moved
+/// into the state, the list left empty) for adopting it as the checkpoint.
+struct LoadedFile {
+    loaded: Loaded,
+    body: SnapshotBody,
+}
+
 impl Loaded {
-    fn from_snapshot(body: SnapshotBody) -> Result<Self, StoreError> {
+    /// Decodes the snapshot file record by record into the maps (no list of every record
+    /// in memory next to them), then checks the state's invariants.
+    fn from_snapshot_file(bytes: &[u8]) -> Result<LoadedFile, StoreError> {
+        let corrupt = |reason: String| StoreError::Corrupt {
+            key: "snapshot/current.snap".into(),
+            reason,
+        };
+        let mut inventory = Inventory::genesis();
+        let body = snapshot::decode_each(bytes, &mut |r| inventory.load_record(r))
+            .map_err(|e| corrupt(e.to_string()))?;
+        inventory.check_invariants().map_err(corrupt)?;
         let ledger_end = match body.ledger_through {
             Some(end) => Some(end),
             None => body.movements.last().map(|m| (m.revision, m.seq)),
         };
-        let inventory =
-            Inventory::from_records(body.records).map_err(|reason| StoreError::Corrupt {
-                key: "snapshot/current.snap".into(),
-                reason,
-            })?;
-        Ok(Loaded {
-            inventory,
-            last_applied: body.last_applied,
-            membership: body.membership,
-            ledger_end,
+        Ok(LoadedFile {
+            loaded: Loaded {
+                inventory,
+                last_applied: body.last_applied,
+                membership: body.membership.clone(),
+                ledger_end,
+            },
+            body,
         })
     }
 
@@ -548,7 +589,7 @@ async fn convert_to_checkpoint<E: Engine + ?Sized>(
     engine: &E,
     snapshot_path: &Path,
     loaded: &Loaded,
-) -> Result<(), StoreError> {
+) -> Result<SnapshotMeta<NodeId, super::NodeInfo>, StoreError> {
     let body = SnapshotBody {
         last_applied: loaded.last_applied,
         membership: loaded.membership.clone(),
@@ -568,7 +609,7 @@ async fn convert_to_checkpoint<E: Engine + ?Sized>(
     engine.flush().await?;
     engine.delete_range(keys::STATE_START, keys::STATE_END)?;
     tracing::info!(last_applied = ?body.last_applied, "moved the state records into the snapshot file");
-    Ok(())
+    Ok(snapshot_meta(&body))
 }
 
 /// The snapshot file at `path`, checked, or `None` if there is none.
@@ -676,16 +717,23 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         let started = std::time::Instant::now();
         let _io = self.shared.snapshot_io.lock().await;
         let body = self.body_unlocked(false).map_err(read_err)?;
+        let copied_ms = started.elapsed().as_millis() as u64;
         // The ledger the file refers to must be durable before the file (and before the log
         // behind it may be purged).
         self.shared.engine.flush().await.map_err(write_err)?;
-        let bytes = snapshot::encode(&body).map_err(write_err)?;
+        let flushed_ms = started.elapsed().as_millis() as u64;
+        // Encoding and writing take tens of milliseconds per 10 MB: on a blocking thread, so
+        // no runtime worker (there is one per core) stalls the requests queued on it.
         let path = self.snapshot_path();
-        let to_write = bytes.clone();
-        tokio::task::spawn_blocking(move || write_file_durably(&path, &to_write))
-            .await
-            .map_err(write_err)?
-            .map_err(write_err)?;
+        let (body, bytes) = tokio::task::spawn_blocking(move || {
+            let bytes = snapshot::encode(&body).map_err(StoreError::Encode)?;
+            write_file_durably(&path, &bytes)?;
+            Ok::<_, StoreError>((body, bytes))
+        })
+        .await
+        .map_err(write_err)?
+        .map_err(write_err)?;
+        let written_ms = started.elapsed().as_millis() as u64;
         // The file is now the checkpoint a start loads; durable before openraft may purge
         // the log behind it.
         let mut marker = Batch::default();
@@ -696,7 +744,15 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         self.shared.engine.write(marker).map_err(write_err)?;
         self.shared.engine.flush().await.map_err(write_err)?;
         self.record_snapshot(SnapshotEvent::Built, started);
-        tracing::info!(last_applied = ?body.last_applied, bytes = bytes.len(), "built snapshot");
+        tracing::info!(
+            last_applied = ?body.last_applied,
+            bytes = bytes.len(),
+            copied_ms,
+            flushed_ms,
+            written_ms,
+            total_ms = started.elapsed().as_millis() as u64,
+            "built snapshot"
+        );
         Ok(Snapshot {
             meta: snapshot_meta(&body),
             snapshot: Box::new(Cursor::new(bytes)),
@@ -736,6 +792,10 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
                         responses.push(Response::None);
                     }
                     EntryPayload::Normal(req) => {
+                        let ops: usize = req.commands().map(|(c, _)| c.ops.len()).sum();
+                        self.shared
+                            .ops_since_snapshot
+                            .fetch_add(ops as u64, std::sync::atomic::Ordering::Relaxed);
                         let mut results = Vec::with_capacity(1 + req.batched.len());
                         for (position, (command, idempotency)) in req.commands().enumerate() {
                             if position as u64 >= super::REVISIONS_PER_ENTRY {
@@ -867,6 +927,25 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        // openraft 0.9's start (`StorageHelper::get_initial_state`, inside `Raft::new`,
+        // before anything else can call here) asks for the current snapshot and keeps only
+        // its meta. Building the real one there read the whole ledger back and re-encoded
+        // it: measured 7.2 s and 465 MiB resident for a start at a million stock levels.
+        // So the first call answers the meta of the file the state was loaded from, with
+        // no data; every later call (a snapshot for a follower) gets the real thing. Were
+        // the empty one ever sent, the receiver refuses it as undecodable.
+        let startup = self
+            .shared
+            .startup_snapshot
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(meta) = startup {
+            return Ok(Some(Snapshot {
+                meta,
+                snapshot: Box::new(Cursor::new(Vec::new())),
+            }));
+        }
         let _io = self.shared.snapshot_io.lock().await;
         let path = self.snapshot_path();
         let Some(mut bytes) = read_file(&path).map_err(read_err)? else {
@@ -1207,6 +1286,15 @@ mod tests {
 
         let mut sm = fresh(&dir).await;
         assert_eq!(sm.digest(), at_snapshot, "started from the snapshot");
+        // openraft's start asks for the current snapshot only for its meta: answered from
+        // the loaded file without reading the ledger; the next ask gets the whole thing.
+        let first = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(first.meta.last_log_id, at_snapshot.0);
+        assert!(first.snapshot.into_inner().is_empty());
+        let second = sm.get_current_snapshot().await.unwrap().unwrap();
+        let sent = snapshot::decode(&second.snapshot.into_inner()).unwrap();
+        assert_eq!(sent.last_applied, at_snapshot.0);
+        assert_eq!(sent.movements, ledger[..1].to_vec(), "carries its ledger");
         assert_eq!(
             sm.movements((0, 0), "", "", 100, 1000).unwrap(),
             (ledger[..1].to_vec(), None),
