@@ -1177,40 +1177,10 @@ mod tests {
     /// node carries the ledger as of the build, not movements applied after it.
     #[tokio::test]
     async fn a_built_snapshot_refers_to_the_ledger_and_the_one_sent_carries_it() {
-        use crate::inventory::{LocationKind, Op};
         let dir = tempfile::tempdir().unwrap();
         let mut sm = fresh(&dir).await;
-        let request = |op: Op| single(op, 1);
-        let receive = |q: i64| Op::Receive {
-            item: "a".into(),
-            location: "w".into(),
-            quantity: q,
-            from: String::new(),
-            reason: String::new(),
-            reference: String::new(),
-        };
-        let setup = [
-            Op::CreateItem {
-                id: "a".into(),
-                name: "a".into(),
-                unit: "each".into(),
-                attributes: Default::default(),
-                low_stock_threshold: 0,
-            },
-            Op::CreateLocation {
-                id: "w".into(),
-                name: "w".into(),
-                kind: LocationKind::Warehouse,
-            },
-            receive(5),
-            receive(7),
-        ];
-        let entries: Vec<_> = setup
-            .into_iter()
-            .enumerate()
-            .map(|(i, op)| entry(i as u64 + 1, request(op)))
-            .collect();
-        sm.apply(entries).await.unwrap();
+        let log = item_warehouse_and_receipts(&[5, 7, 1]);
+        sm.apply(log[..4].to_vec()).await.unwrap();
         let whole = sm.snapshot_body().await.unwrap();
         assert_eq!(whole.movements.len(), 2);
         assert_eq!(whole.ledger_through, None);
@@ -1222,7 +1192,7 @@ mod tests {
         assert_eq!(local.ledger_through, Some((4 * 1024, 0)));
 
         // Applied after the build: not part of that snapshot.
-        sm.apply([entry(5, request(receive(1)))]).await.unwrap();
+        sm.apply(log[4..].to_vec()).await.unwrap();
         let sent = sm.get_current_snapshot().await.unwrap().unwrap();
         let sent = snapshot::decode(&sent.snapshot.into_inner()).unwrap();
         assert_eq!(sent.ledger_through, None);
@@ -1232,24 +1202,24 @@ mod tests {
         );
     }
 
-    /// The state is durable as the last snapshot plus the log: a start loads the snapshot,
-    /// shows no ledger past it (though the engine holds the movements applied since),
-    /// and re-applying the log after it gives the same state and the same ledger, each
-    /// movement once. A checkpoint whose file is gone is refused, not started from empty.
-    #[tokio::test]
-    async fn a_restart_loads_the_snapshot_and_reapplying_the_log_restores_state_and_ledger() {
+    /// Opens the state machine in `dir`, which must be refused as corrupt for a reason
+    /// that mentions `why`.
+    async fn refused_open(engine: Arc<SledEngine>, dir: &Path, why: &str) {
+        let err = StateMachine::open(engine, dir, Arc::new(Metrics::new()))
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("a start must be refused ({why})"));
+        assert!(
+            matches!(&err, StoreError::Corrupt { reason, .. } if reason.contains(why)),
+            "{err}"
+        );
+    }
+
+    /// A log of single-command entries from index 1: item `a`, warehouse `w`, then one
+    /// receipt of `a` at `w` per quantity (one movement each).
+    fn item_warehouse_and_receipts(quantities: &[i64]) -> Vec<Entry<TypeConfig>> {
         use crate::inventory::{LocationKind, Op};
-        let dir = tempfile::tempdir().unwrap();
-        let mut sm = fresh(&dir).await;
-        let receive = |q: i64| Op::Receive {
-            item: "a".into(),
-            location: "w".into(),
-            quantity: q,
-            from: String::new(),
-            reason: String::new(),
-            reference: String::new(),
-        };
-        let ops = [
+        let mut ops = vec![
             Op::CreateItem {
                 id: "a".into(),
                 name: "a".into(),
@@ -1262,15 +1232,30 @@ mod tests {
                 name: "w".into(),
                 kind: LocationKind::Warehouse,
             },
-            receive(5),
-            receive(7),
-            receive(11),
         ];
-        let log: Vec<_> = ops
-            .into_iter()
+        ops.extend(quantities.iter().map(|&quantity| Op::Receive {
+            item: "a".into(),
+            location: "w".into(),
+            quantity,
+            from: String::new(),
+            reason: String::new(),
+            reference: String::new(),
+        }));
+        ops.into_iter()
             .enumerate()
             .map(|(i, op)| entry(i as u64 + 1, single(op, 1)))
-            .collect();
+            .collect()
+    }
+
+    /// The state is durable as the last snapshot plus the log: a start loads the snapshot,
+    /// shows no ledger past it (though the engine holds the movements applied since),
+    /// and re-applying the log after it gives the same state and the same ledger, each
+    /// movement once. A checkpoint whose file is gone is refused, not started from empty.
+    #[tokio::test]
+    async fn a_restart_loads_the_snapshot_and_reapplying_the_log_restores_state_and_ledger() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = fresh(&dir).await;
+        let log = item_warehouse_and_receipts(&[5, 7, 11]);
         sm.apply(log[..3].to_vec()).await.unwrap();
         let at_snapshot = sm.digest();
         sm.get_snapshot_builder()
@@ -1315,14 +1300,7 @@ mod tests {
 
         std::fs::remove_file(dir.path().join("snapshot").join("current.snap")).unwrap();
         let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
-        let err = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
-            .await
-            .err()
-            .expect("a checkpoint without its file must be refused");
-        assert!(
-            matches!(&err, StoreError::Corrupt { reason, .. } if reason.contains("missing")),
-            "{err}"
-        );
+        refused_open(engine, dir.path(), "missing").await;
     }
 
     /// A crash between writing the snapshot file and naming it in `a/checkpoint` leaves the
@@ -1332,38 +1310,9 @@ mod tests {
     /// a node killed in that window refused to start.
     #[tokio::test]
     async fn a_snapshot_file_newer_than_the_checkpoint_is_adopted_an_older_one_refused() {
-        use crate::inventory::{LocationKind, Op};
         let dir = tempfile::tempdir().unwrap();
         let mut sm = fresh(&dir).await;
-        let receive = |q: i64| Op::Receive {
-            item: "a".into(),
-            location: "w".into(),
-            quantity: q,
-            from: String::new(),
-            reason: String::new(),
-            reference: String::new(),
-        };
-        let ops = [
-            Op::CreateItem {
-                id: "a".into(),
-                name: "a".into(),
-                unit: "each".into(),
-                attributes: Default::default(),
-                low_stock_threshold: 0,
-            },
-            Op::CreateLocation {
-                id: "w".into(),
-                name: "w".into(),
-                kind: LocationKind::Warehouse,
-            },
-            receive(5),
-            receive(7),
-        ];
-        let log: Vec<_> = ops
-            .into_iter()
-            .enumerate()
-            .map(|(i, op)| entry(i as u64 + 1, single(op, 1)))
-            .collect();
+        let log = item_warehouse_and_receipts(&[5, 7]);
         sm.apply(log[..3].to_vec()).await.unwrap();
         sm.get_snapshot_builder()
             .await
@@ -1416,14 +1365,7 @@ mod tests {
         write_file_durably(&path, &snapshot::encode(&older).unwrap()).unwrap();
         let engine = sm.engine().clone();
         drop(sm);
-        let err = StateMachine::open(engine, dir.path(), Arc::new(Metrics::new()))
-            .await
-            .err()
-            .expect("a file older than the checkpoint must be refused");
-        assert!(
-            matches!(&err, StoreError::Corrupt { reason, .. } if reason.contains("older")),
-            "{err}"
-        );
+        refused_open(engine, dir.path(), "older").await;
     }
 
     /// A replayed key's outcome carries the movements of its first application, read back
