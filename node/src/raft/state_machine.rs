@@ -403,10 +403,13 @@ impl<E: Engine> StateMachine<E> {
     fn body_unlocked(&self, with_ledger: bool) -> Result<SnapshotBody, StoreError> {
         let (last_applied, membership, records, ledger_end) = {
             let st = self.read();
-            // Apply holds the write lock while counting, so nothing is counted twice or lost.
-            self.shared
-                .ops_since_snapshot
-                .store(0, std::sync::atomic::Ordering::Relaxed);
+            if !with_ledger {
+                // A build for the checkpoint (a backup, with its ledger, moves no
+                // checkpoint). Apply counts under the write lock, so nothing is lost.
+                self.shared
+                    .ops_since_snapshot
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+            }
             (
                 st.last_applied,
                 st.membership.clone(),
@@ -573,11 +576,17 @@ async fn adopt_snapshot_file<E: Engine>(engine: &E, body: &SnapshotBody) -> Resu
     if body.ledger_through.is_none() {
         return rewrite_state(engine, body).await;
     }
+    set_checkpoint(engine, body.last_applied).await
+}
+
+/// Names the snapshot file at `at` as the state's checkpoint, durably (openraft may purge
+/// the log behind it once this returns).
+async fn set_checkpoint<E: Engine + ?Sized>(
+    engine: &E,
+    at: Option<LogId>,
+) -> Result<(), StoreError> {
     let mut marker = Batch::default();
-    marker.put(
-        keys::CHECKPOINT.to_vec(),
-        frame::encode(&body.last_applied)?,
-    );
+    marker.put(keys::CHECKPOINT.to_vec(), frame::encode(&at)?);
     engine.write(marker)?;
     engine.flush().await
 }
@@ -599,14 +608,12 @@ async fn convert_to_checkpoint<E: Engine + ?Sized>(
     };
     let bytes = snapshot::encode(&body).map_err(StoreError::Encode)?;
     write_file_durably(snapshot_path, &bytes)?;
-    let mut marker = Batch::default();
-    marker.put(
-        keys::CHECKPOINT.to_vec(),
-        frame::encode(&body.last_applied)?,
-    );
-    marker.delete(keys::APPLIED.to_vec());
-    engine.write(marker)?;
-    engine.flush().await?;
+    set_checkpoint(engine, body.last_applied).await?;
+    // With the checkpoint set, a start no longer reads these; a crash before they are gone
+    // leaves them unread until an install or restore deletes them.
+    let mut old = Batch::default();
+    old.delete(keys::APPLIED.to_vec());
+    engine.write(old)?;
     engine.delete_range(keys::STATE_START, keys::STATE_END)?;
     tracing::info!(last_applied = ?body.last_applied, "moved the state records into the snapshot file");
     Ok(snapshot_meta(&body))
@@ -739,13 +746,9 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         let written_ms = started.elapsed().as_millis() as u64;
         // The file is now the checkpoint a start loads; durable before openraft may purge
         // the log behind it.
-        let mut marker = Batch::default();
-        marker.put(
-            keys::CHECKPOINT.to_vec(),
-            frame::encode(&body.last_applied).map_err(write_err)?,
-        );
-        self.shared.engine.write(marker).map_err(write_err)?;
-        self.shared.engine.flush().await.map_err(write_err)?;
+        set_checkpoint(self.shared.engine.as_ref(), body.last_applied)
+            .await
+            .map_err(write_err)?;
         self.record_snapshot(SnapshotEvent::Built, started);
         tracing::info!(
             last_applied = ?body.last_applied,
@@ -922,6 +925,9 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             st.ledger_end = body.movements.last().map(|m| (m.revision, m.seq));
             st.ledger_stored = st.ledger_end;
             st.membership = body.membership.clone();
+            self.shared
+                .ops_since_snapshot
+                .store(0, std::sync::atomic::Ordering::Relaxed);
         }
         let _ = self.shared.events.send(WatchEvent::Reset);
         self.record_snapshot(SnapshotEvent::Installed, started);
@@ -1369,6 +1375,30 @@ mod tests {
         let engine = sm.engine().clone();
         drop(sm);
         refused_open(engine, dir.path(), "older").await;
+    }
+
+    /// The operation count behind `--snapshot-ops` counts every operation applied, is
+    /// reset by a snapshot build (the new checkpoint) and not by a backup (which moves no
+    /// checkpoint: a start would still re-apply everything since the last build).
+    #[tokio::test]
+    async fn only_a_checkpoint_build_resets_the_operations_since_the_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = fresh(&dir).await;
+        let log = item_warehouse_and_receipts(&[5, 7]);
+        sm.apply(log.clone()).await.unwrap();
+        assert_eq!(sm.ops_since_snapshot(), log.len() as u64);
+        sm.snapshot_body().await.unwrap();
+        assert_eq!(
+            sm.ops_since_snapshot(),
+            log.len() as u64,
+            "a backup is no checkpoint"
+        );
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert_eq!(sm.ops_since_snapshot(), 0);
     }
 
     /// A body that refers to a ledger cannot be installed or restored: refused before
