@@ -1,5 +1,6 @@
 //! Request encode/decode: the protobuf client request (what every write costs on the wire)
-//! and the log-entry payload codec (what every write costs in the log and on the peer wire).
+//! and the log-entry payload codec (what every write costs in the log and on the peer wire),
+//! against the clone that a read served by the log cache costs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use laundry_node::inventory::{Command, IdempotencyKey, Op};
@@ -56,6 +57,10 @@ fn bench_codec(c: &mut Criterion) {
     );
     g.bench_function("log entry payload decode, JSON", |b| {
         b.iter(|| black_box(serde_json::from_slice::<Request>(&json).unwrap()))
+    });
+    // What a read answered by the log cache costs instead of the decode.
+    g.bench_function("log entry payload clone (log cache read)", |b| {
+        b.iter(|| black_box(entry.clone()))
     });
     g.finish();
 }

@@ -10,6 +10,7 @@
 // openraft's StorageError is large, and it is the error type these trait methods must return.
 #![allow(clippy::result_large_err)]
 
+use super::log_cache::LogCache;
 use super::{sto_err, LogId, NodeId, StorageError, TypeConfig};
 use crate::metrics::Metrics;
 use crate::raft::state_machine::write_file_durably;
@@ -47,6 +48,8 @@ struct Shared {
     meta: Mutex<LogMeta>,
     committed: std::fs::File,
     metrics: Arc<Metrics>,
+    /// The newest entries decoded (`log_cache`); kept equal to the files under this lock.
+    cache: Mutex<LogCache>,
 }
 
 #[derive(Clone)]
@@ -125,8 +128,70 @@ impl LogStore {
                 meta: Mutex::new(meta),
                 committed,
                 metrics,
+                cache: Mutex::new(LogCache::default()),
             }),
         })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LogCache> {
+        self.shared.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `entries` durably and caches them: `append` without openraft's callback.
+    fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<(), String> {
+        // One write and one fdatasync for everything openraft hands us at once: group
+        // commit. Done inline on the Raft core's task: the core awaits this flush before
+        // its next step anyway, and handing it to another thread costs two context switches
+        // per batch, which is what the sled log spent the leader's CPU on.
+        let mut records = Vec::new();
+        let mut decoded = Vec::new();
+        for entry in entries {
+            let payload = serde_json::to_vec(&entry)
+                .map_err(|e| format!("log entry {} unencodable: {e}", entry.log_id))?;
+            records.push((entry.log_id.index, payload));
+            decoded.push(entry);
+        }
+        let started = std::time::Instant::now();
+        let written = self.shared.wal.append(&records);
+        self.shared
+            .metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        match written {
+            Ok(()) => {
+                // Before openraft learns the entries are stored, so its reads of them find
+                // them here.
+                let sizes = records.iter().map(|(_, p)| p.len());
+                self.cache().extend(decoded.into_iter().zip(sizes));
+                self.record_size();
+                Ok(())
+            }
+            Err(e) => {
+                // The files may hold part of the batch: nothing cached is trusted.
+                self.cache().clear();
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Entries of `[start, end)` from the files, at most `limit`, decoded.
+    fn read_files(
+        &self,
+        start: u64,
+        end: u64,
+        limit: usize,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let rows = self
+            .shared
+            .wal
+            .read(start, end, limit)
+            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
+        rows.iter()
+            .map(|(index, payload)| Self::decode(*index, payload))
+            .collect()
     }
 
     fn meta(&self) -> LogMeta {
@@ -250,14 +315,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => *i,
             Bound::Unbounded => u64::MAX,
         };
-        let rows = self
-            .shared
-            .wal
-            .read(start, end, MAX_ENTRIES_PER_READ)
-            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Read, e))?;
-        rows.iter()
-            .map(|(index, payload)| Self::decode(*index, payload))
-            .collect()
+        let cached = self.cache().read(start, end, MAX_ENTRIES_PER_READ);
+        let Some(mut entries) = cached else {
+            return self.read_files(start, end, MAX_ENTRIES_PER_READ);
+        };
+        // The cache ends where the last append it has seen ended; an append written but not
+        // yet added to it, is read from the files.
+        let next = start + entries.len() as u64;
+        if next < end && entries.len() < MAX_ENTRIES_PER_READ {
+            entries.extend(self.read_files(next, end, MAX_ENTRIES_PER_READ - entries.len())?);
+        }
+        debug_assert!(entries
+            .iter()
+            .enumerate()
+            .all(|(n, e)| e.log_id.index == start + n as u64));
+        Ok(entries)
     }
 }
 
@@ -332,30 +404,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        // One write and one fdatasync for everything openraft hands us at once: group
-        // commit. Done inline on the Raft core's task: the core awaits this flush before
-        // its next step anyway, and handing it to another thread costs two context switches
-        // per batch, which is what the sled log spent the leader's CPU on.
-        let mut records = Vec::new();
-        for entry in entries {
-            let payload = serde_json::to_vec(&entry)
-                .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Write, e))?;
-            records.push((entry.log_id.index, payload));
-        }
-        let started = std::time::Instant::now();
-        let written = self.shared.wal.append(&records);
-        self.shared
-            .metrics
-            .fsync_seconds
-            .observe(started.elapsed().as_secs_f64());
-        match written {
+        match self.append_entries(entries) {
             Ok(()) => {
-                self.record_size();
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }
-            Err(e) => {
-                let msg = e.to_string();
+            Err(msg) => {
                 callback.log_io_completed(Err(std::io::Error::other(msg.clone())));
                 Err(sto_err(ErrorSubject::Logs, ErrorVerb::Write, msg))
             }
@@ -363,10 +417,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        self.shared
-            .wal
-            .truncate_from(log_id.index)
-            .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        // Under the cache's lock, so no read pairs a cached entry with the files' new tail.
+        let mut cache = self.cache();
+        cache.truncate_from(log_id.index);
+        let truncated = self.shared.wal.truncate_from(log_id.index);
+        if truncated.is_err() {
+            cache.clear();
+        }
+        drop(cache);
+        truncated.map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
         self.record_size();
         Ok(())
     }
@@ -376,6 +435,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // it, which are hidden and deleted on the next purge, never a gap above it.
         self.update_meta(|m| m.purged = Some(log_id))
             .map_err(|e| sto_err(ErrorSubject::Logs, ErrorVerb::Delete, e))?;
+        self.cache().purge_to(log_id.index);
         self.shared
             .wal
             .purge_to(log_id.index)
@@ -546,6 +606,54 @@ mod tests {
             vec![entry(2, 6), entry(2, 7)]
         );
         assert_eq!(log.read_vote().await.unwrap(), Some(vote));
+    }
+
+    #[tokio::test]
+    async fn reads_see_truncation_and_purge_across_the_cache_and_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SledEngine::open(&dir.path().join("db")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let mut log = LogStore::open(dir.path(), &engine, metrics.clone()).unwrap();
+        log.append_entries((1..=20).map(|i| entry(1, i))).unwrap();
+        assert_eq!(log.cache().len(), 20);
+        // A new leader's entries replace 15.. (a follower's log after an election).
+        log.truncate(LogId::new(CommittedLeaderId::new(1, 1), 15))
+            .await
+            .unwrap();
+        assert_eq!(
+            log.try_get_log_entries(10..).await.unwrap(),
+            (10..15).map(|i| entry(1, i)).collect::<Vec<_>>(),
+            "the truncated entries are gone from the cache too"
+        );
+        log.append_entries((15..=22).map(|i| entry(2, i))).unwrap();
+        let want: Vec<_> = (1..15)
+            .map(|i| entry(1, i))
+            .chain((15..=22).map(|i| entry(2, i)))
+            .collect();
+        assert_eq!(log.try_get_log_entries(1..=22).await.unwrap(), want);
+        assert_eq!(log.try_get_log_entries(14..17).await.unwrap(), want[13..16]);
+        log.purge(LogId::new(CommittedLeaderId::new(1, 1), 10))
+            .await
+            .unwrap();
+        assert_eq!(log.try_get_log_entries(0..100).await.unwrap(), want[10..]);
+        drop(log);
+
+        // Reopened, the cache is empty: reads come from the files, and once the next append
+        // is cached a read spanning both is stitched together in order.
+        let mut log = LogStore::open(dir.path(), &engine, metrics).unwrap();
+        assert!(log.cache().is_empty());
+        assert_eq!(log.try_get_log_entries(0..100).await.unwrap(), want[10..]);
+        log.append_entries(vec![entry(3, 23)]).unwrap();
+        let got = log.try_get_log_entries(20..=23).await.unwrap();
+        assert_eq!(got, [&want[19..], &[entry(3, 23)][..]].concat());
+        // A read starting inside the cache reads past its end from the files: here the
+        // cache is made to lag the files, as between an append's write and its caching.
+        log.cache().truncate_from(23);
+        log.cache().extend([(entry(2, 22), 1)]);
+        assert_eq!(
+            log.try_get_log_entries(22..).await.unwrap(),
+            vec![entry(2, 22), entry(3, 23)]
+        );
     }
 
     #[tokio::test]

@@ -5,12 +5,14 @@
 //!   is acknowledged only after fsync.
 //! - `state_machine`: applies committed entries to the inventory and persists the changed
 //!   records and movements in one atomic batch; builds and installs snapshots.
+//! - `log_cache`: the newest log entries, decoded, for replication and apply to read.
 //! - `snapshot`: the checksummed snapshot format.
 //! - `network`: openraft's `RaftNetwork` over the gRPC peer transport.
 //! - `codec`: how openraft messages are serialized on the peer transport.
 
 pub mod codec;
 pub mod ledger;
+pub mod log_cache;
 pub mod log_store;
 pub mod network;
 pub mod snapshot;
