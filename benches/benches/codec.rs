@@ -1,10 +1,11 @@
 //! Request encode/decode: the protobuf client request (what every write costs on the wire)
-//! and the log-entry payload codec (what every write costs in the log and on the peer wire),
+//! and the log-entry payload codecs, JSON and binary (what every write costs in the log and
+//! on the peer wire),
 //! against the clone that a read served by the log cache costs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use laundry_node::inventory::{Command, IdempotencyKey, Op};
-use laundry_node::raft::Request;
+use laundry_node::raft::{codec, Request};
 use laundry_proto::v1 as pb;
 use prost::Message;
 use std::hint::black_box;
@@ -57,6 +58,14 @@ fn bench_codec(c: &mut Criterion) {
     );
     g.bench_function("log entry payload decode, JSON", |b| {
         b.iter(|| black_box(serde_json::from_slice::<Request>(&json).unwrap()))
+    });
+    let binary = codec::to_bytes(&entry, codec::Format::Binary).unwrap();
+    g.bench_function(
+        format!("log entry payload encode, binary ({} B)", binary.len()),
+        |b| b.iter(|| black_box(codec::to_bytes(&entry, codec::Format::Binary).unwrap())),
+    );
+    g.bench_function("log entry payload decode, binary", |b| {
+        b.iter(|| black_box(codec::from_bytes::<Request>(&binary).unwrap()))
     });
     // What a read answered by the log cache costs instead of the decode.
     g.bench_function("log entry payload clone (log cache read)", |b| {

@@ -1,6 +1,7 @@
-//! The Raft log: entries in the node's own segment files (`storage::wal`), the vote and the
-//! purge point in a small durably-replaced `meta` file, the committed log id in a file
-//! overwritten in place. `append` and `save_vote` return only after an fsync, so an
+//! The Raft log: entries in the node's own segment files (`storage::wal`, each entry in
+//! `codec`'s binary format; entries an earlier release wrote as JSON read as before), the
+//! vote and the purge point in a small durably-replaced `meta` file, the committed log id in
+//! a file overwritten in place. `append` and `save_vote` return only after an fsync, so an
 //! acknowledged entry and a granted vote survive `kill -9` and power loss.
 //!
 //! Everything lives in `<data dir>/raft-log/`. Data directories from before this layout kept
@@ -10,6 +11,7 @@
 // openraft's StorageError is large, and it is the error type these trait methods must return.
 #![allow(clippy::result_large_err)]
 
+use super::codec;
 use super::log_cache::LogCache;
 use super::{sto_err, LogId, NodeId, StorageError, TypeConfig};
 use crate::metrics::Metrics;
@@ -149,7 +151,7 @@ impl LogStore {
         let mut records = Vec::new();
         let mut decoded = Vec::new();
         for entry in entries {
-            let payload = serde_json::to_vec(&entry)
+            let payload = codec::to_bytes(&entry, codec::Format::Binary)
                 .map_err(|e| format!("log entry {} unencodable: {e}", entry.log_id))?;
             records.push((entry.log_id.index, payload));
             decoded.push(entry);
@@ -217,7 +219,7 @@ impl LogStore {
     }
 
     fn decode(index: u64, payload: &[u8]) -> Result<Entry<TypeConfig>, StorageError> {
-        let entry: Entry<TypeConfig> = serde_json::from_slice(payload).map_err(|e| {
+        let entry: Entry<TypeConfig> = codec::from_bytes(payload).map_err(|e| {
             sto_err(
                 ErrorSubject::Logs,
                 ErrorVerb::Read,
@@ -273,7 +275,7 @@ fn migrate_from_engine<E: Engine>(data_dir: &Path, engine: &E) -> Result<(), Sto
                 continue; // below the purge point: never read again
             }
             let payload =
-                serde_json::to_vec(&entry).map_err(|e| StoreError::Encode(e.to_string()))?;
+                codec::to_bytes(&entry, codec::Format::Binary).map_err(StoreError::Encode)?;
             records.push((entry.log_id.index, payload));
         }
         moved += records.len() as u64;
@@ -653,6 +655,34 @@ mod tests {
         assert_eq!(
             log.try_get_log_entries(22..).await.unwrap(),
             vec![entry(2, 22), entry(3, 23)]
+        );
+    }
+
+    #[tokio::test]
+    async fn entries_an_earlier_release_wrote_as_json_read_beside_binary_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SledEngine::open(&dir.path().join("db")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        drop(LogStore::open(dir.path(), &engine, metrics.clone()).unwrap());
+        let (wal, _) = Wal::open(&dir.path().join(DIR), SEGMENT_BYTES, None).unwrap();
+        let json: Vec<_> = (1..=3)
+            .map(|i| (i, serde_json::to_vec(&entry(1, i)).unwrap()))
+            .collect();
+        wal.append(&json).unwrap();
+        drop(wal);
+
+        let mut log = LogStore::open(dir.path(), &engine, metrics).unwrap();
+        log.append_entries((4..=5).map(|i| entry(1, i))).unwrap();
+        log.cache().clear(); // read everything from the files
+        assert_eq!(
+            log.try_get_log_entries(1..=5).await.unwrap(),
+            (1..=5).map(|i| entry(1, i)).collect::<Vec<_>>()
+        );
+        let rows = log.shared.wal.read(4, 5, 1).unwrap();
+        assert_eq!(
+            rows[0].1[0],
+            codec::BINARY,
+            "new entries are written binary"
         );
     }
 

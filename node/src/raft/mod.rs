@@ -8,7 +8,7 @@
 //! - `log_cache`: the newest log entries, decoded, for replication and apply to read.
 //! - `snapshot`: the checksummed snapshot format.
 //! - `network`: openraft's `RaftNetwork` over the gRPC peer transport.
-//! - `codec`: how openraft messages are serialized on the peer transport.
+//! - `codec`: how log entries and openraft's peer messages are serialized (JSON or binary).
 
 pub mod codec;
 pub mod ledger;
@@ -75,8 +75,9 @@ pub struct Request {
     pub time_ms: u64,
     pub idempotency: Option<IdempotencyKey>,
     /// Commands proposed together with the first, applied after it in this order. Absent
-    /// in entries written before batching, which read as a batch of one.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// in entries written before batching, which read as a batch of one. Always written:
+    /// the binary codec cannot skip a field.
+    #[serde(default)]
     pub batched: Vec<Proposal>,
     /// True in every entry written since group commit: command `p` gets
     /// `revision(index, p)`. False (absent) in older entries, whose one command got the log

@@ -42,6 +42,8 @@ pub struct PeerClient {
     target: NodeId,
     /// `None` when the peer address does not parse; every call then reports it.
     client: Result<RaftServiceClient<Channel>, String>,
+    /// How requests to this peer are encoded: JSON until its replies say it reads binary.
+    format: codec::Format,
 }
 
 /// Connects lazily to a peer's Raft transport at `addr` (host:port), over mutual TLS when
@@ -76,7 +78,11 @@ impl PeerClient {
     fn new(target: NodeId, node: &NodeInfo, tls: Option<&Tls>) -> Self {
         let client = peer_channel(&node.peer_addr, tls)
             .map(|ch| RaftServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
-        PeerClient { target, client }
+        PeerClient {
+            target,
+            client,
+            format: codec::Format::Json,
+        }
     }
 
     async fn call<Req, Resp, E>(
@@ -94,8 +100,8 @@ impl PeerClient {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
         };
-        let data =
-            codec::to_bytes(req).map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+        let data = codec::to_bytes(req, self.format)
+            .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
@@ -105,6 +111,16 @@ impl PeerClient {
         };
         let reply = reply.map_err(|status| {
             let msg = Msg(format!("peer {}: {}", self.target, status));
+            if status.code() == tonic::Code::InvalidArgument && self.format != codec::Format::Json {
+                // A peer that no longer reads binary (rolled back to an earlier release):
+                // the retry goes as JSON.
+                tracing::warn!(
+                    peer = self.target,
+                    "peer refused a binary request; sending JSON"
+                );
+                self.format = codec::Format::Json;
+                return RPCError::Network(NetworkError::new(&msg));
+            }
             match status.code() {
                 // Slow, not gone: the call outlived its deadline (openraft gives an append
                 // one heartbeat interval). openraft retries a `Network` error at once but
@@ -116,6 +132,14 @@ impl PeerClient {
                 _ => RPCError::Unreachable(Unreachable::new(&msg)),
             }
         })?;
+        let format = match reply.metadata().get(codec::READS_BINARY_HEADER) {
+            Some(v) if v == codec::READS_BINARY_VALUE => codec::Format::Binary,
+            _ => codec::Format::Json,
+        };
+        if format != self.format {
+            tracing::info!(peer = self.target, ?format, "peer request encoding");
+            self.format = format;
+        }
         let result: Result<Resp, RaftError<NodeId, E>> =
             codec::from_bytes(&reply.into_inner().data).map_err(|e| {
                 RPCError::Network(NetworkError::new(&Msg(format!(

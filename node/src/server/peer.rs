@@ -1,5 +1,6 @@
 //! The Raft transport server on the peer port: decodes openraft messages, hands them to the
 //! local Raft, encodes the result. Undecodable input is INVALID_ARGUMENT, never a panic.
+//! Requests are read in either codec format; replies say so (`codec::READS_BINARY_HEADER`).
 
 use crate::raft::{codec, Raft};
 use laundry_proto::raft::raft_service_server::RaftService;
@@ -17,9 +18,16 @@ fn decode<T: serde::de::DeserializeOwned>(r: Request<RaftPayload>) -> Result<T, 
     codec::from_bytes(&r.into_inner().data).map_err(Status::invalid_argument)
 }
 
+/// Replies in JSON, which every release reads (replies are small), and tells the caller
+/// that this node reads binary requests.
 fn encode<T: serde::Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
-    let data = codec::to_bytes(v).map_err(Status::internal)?;
-    Ok(Response::new(RaftPayload { data }))
+    let data = codec::to_bytes(v, codec::Format::Json).map_err(Status::internal)?;
+    let mut response = Response::new(RaftPayload { data });
+    response.metadata_mut().insert(
+        codec::READS_BINARY_HEADER,
+        tonic::metadata::MetadataValue::from_static(codec::READS_BINARY_VALUE),
+    );
+    Ok(response)
 }
 
 #[tonic::async_trait]
