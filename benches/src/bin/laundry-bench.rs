@@ -59,6 +59,10 @@ struct Args {
     /// CA certificate for a TLS cluster.
     #[arg(long, env = "LAUNDRY_CA")]
     ca: Option<std::path::PathBuf>,
+    /// Longest pause between a call's retries (the client's backoff doubles up to it). A
+    /// readiness probe sets it low, so what it times is the node, not the backoff's steps.
+    #[arg(long, default_value_t = ClientConfig::default().backoff_max_ms)]
+    retry_backoff_max_ms: u64,
 }
 
 /// Upper bound on workers: more gives no more load on a 2-core machine, only noise.
@@ -324,6 +328,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 &endpoints,
                 ClientConfig {
                     tls,
+                    backoff_max_ms: args.retry_backoff_max_ms,
+                    backoff_initial_ms: ClientConfig::default()
+                        .backoff_initial_ms
+                        .min(args.retry_backoff_max_ms),
                     ..ClientConfig::default()
                 },
             )?;
