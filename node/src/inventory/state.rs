@@ -100,7 +100,9 @@ pub struct Inventory {
     locations: BTreeMap<String, Location>,
     stock: StockTable,
     reservations: BTreeMap<String, Reservation>,
-    idempotency: BTreeMap<String, IdempotencyRecord>,
+    /// Persistent (structurally shared): cloning it is O(1), so a snapshot copies the
+    /// table, one record per keyed write for 24 h, without holding up apply.
+    idempotency: imbl::OrdMap<String, IdempotencyRecord>,
     /// Highest leader time applied so far; entry times are clamped to never go back.
     clock_ms: u64,
     // Derived indexes, rebuilt on load.
@@ -132,7 +134,7 @@ impl Inventory {
             locations: BTreeMap::new(),
             stock: StockTable::default(),
             reservations: BTreeMap::new(),
-            idempotency: BTreeMap::new(),
+            idempotency: imbl::OrdMap::new(),
             clock_ms: 0,
             open_by_deadline: BTreeSet::new(),
             idempotency_by_time: BTreeSet::new(),
@@ -200,6 +202,32 @@ impl Inventory {
                 inv.idempotency.insert(key, record);
             }
             Record::Clock(c) => inv.clock_ms = c,
+        }
+    }
+
+    /// A copy of the state for a snapshot, taken while applies wait: the small tables are
+    /// copied, the idempotency table (the large one) is shared in O(1). Its `into_records`
+    /// gives exactly `records()` as of now, and can run after applies resume.
+    pub fn copy_for_snapshot(&self) -> StateCopy {
+        let items = self.items.values().cloned().map(Record::Item);
+        let locations = self.locations.values().cloned().map(Record::Location);
+        let stock = self
+            .stock
+            .iter()
+            .map(|(item, location, level)| Record::Stock {
+                item: item.to_string(),
+                location: location.to_string(),
+                level,
+            });
+        let reservations = self.reservations.values().cloned().map(Record::Reservation);
+        StateCopy {
+            head: items
+                .chain(locations)
+                .chain(stock)
+                .chain(reservations)
+                .collect(),
+            idempotency: self.idempotency.clone(),
+            clock_ms: self.clock_ms,
         }
     }
 
@@ -1034,7 +1062,7 @@ impl Inventory {
                     if let Some(o) = &old {
                         self.idempotency_by_time.insert((o.time_ms, key.clone()));
                     }
-                    restore(&mut self.idempotency, key, old);
+                    restore_shared(&mut self.idempotency, key, old);
                 }
                 Undo::Clock(old) => self.clock_ms = old,
             }
@@ -1107,6 +1135,40 @@ fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
         default
     } else {
         value
+    }
+}
+
+/// The state as of one moment (`Inventory::copy_for_snapshot`).
+pub struct StateCopy {
+    /// Items, locations, stock levels and reservations, in `records()` order.
+    head: Vec<Record>,
+    idempotency: imbl::OrdMap<String, IdempotencyRecord>,
+    clock_ms: u64,
+}
+
+impl StateCopy {
+    /// The records, in the order `Inventory::records` gives them.
+    pub fn into_records(self) -> impl Iterator<Item = Record> {
+        // Consuming a shared map clones each entry out of it, one at a time.
+        let idem = self
+            .idempotency
+            .into_iter()
+            .map(|(key, record)| Record::Idempotency { key, record });
+        self.head
+            .into_iter()
+            .chain(idem)
+            .chain(std::iter::once(Record::Clock(self.clock_ms)))
+    }
+}
+
+fn restore_shared<K: Ord + Clone, V: Clone>(map: &mut imbl::OrdMap<K, V>, key: K, old: Option<V>) {
+    match old {
+        Some(v) => {
+            map.insert(key, v);
+        }
+        None => {
+            map.remove(&key);
+        }
     }
 }
 

@@ -771,6 +771,56 @@ fn loading_a_state_that_breaks_a_rule_is_refused() {
     assert!(err.contains("rule 2"), "{err}");
 }
 
+#[test]
+fn a_copy_for_snapshot_keeps_its_moment_while_the_state_moves_on() {
+    let mut inv = seeded();
+    let keyed = |revision: u64, time_ms: u64, key: &str| ApplyCtx {
+        revision,
+        time_ms,
+        idempotency: Some(IdempotencyKey {
+            key: key.into(),
+            fingerprint: revision,
+        }),
+    };
+    for (n, key) in ["k1", "k2", "k3"].into_iter().enumerate() {
+        let rev = 5 + n as u64;
+        inv.apply(
+            &Command::single(receive("sku", "w2", 1)),
+            &keyed(rev, 2_000, key),
+        )
+        .result
+        .unwrap();
+    }
+    let then: Vec<Record> = inv.records().collect();
+    let copy = inv.copy_for_snapshot();
+
+    // The state moves on: a new key, a new level, and every old key expired.
+    inv.apply(
+        &Command::single(receive("sku", "w1", 2)),
+        &keyed(9, 3_000, "k4"),
+    )
+    .result
+    .unwrap();
+    let later = 3_000 + super::limits::IDEMPOTENCY_RETENTION_MS;
+    inv.apply(&Command::single(Op::ExpireDue), &ctx(10, later))
+        .result
+        .unwrap();
+    let now: Vec<Record> = inv.records().collect();
+    assert_ne!(now, then);
+    assert!(
+        !now.iter()
+            .any(|r| matches!(r, Record::Idempotency { key, .. } if key == "k1")),
+        "k1 expired from the state"
+    );
+
+    assert_eq!(copy.into_records().collect::<Vec<_>>(), then);
+    assert_eq!(
+        inv.copy_for_snapshot().into_records().collect::<Vec<_>>(),
+        now
+    );
+    inv.check_invariants().unwrap();
+}
+
 // ---- property tests ---------------------------------------------------------------------
 
 const ITEMS: [&str; 2] = ["a", "b"];
@@ -894,7 +944,10 @@ proptest! {
             time_ms += step.time_advance_ms;
             let idem = step.key.map(|k| IdempotencyKey { key: format!("key{k}"), fingerprint: fingerprint(&step.cmd) });
             let before = inv.clone();
+            let copy = inv.copy_for_snapshot();
             let applied = inv.apply(&step.cmd, &ApplyCtx { revision, time_ms, idempotency: idem.clone() });
+            // A snapshot's copy is the state as it was, whatever the apply (or its rollback) did.
+            prop_assert_eq!(copy.into_records().collect::<Vec<_>>(), before.records().collect::<Vec<_>>());
 
             match &applied.result {
                 Ok(out) if out.replayed => {
