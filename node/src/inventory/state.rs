@@ -209,23 +209,8 @@ impl Inventory {
     /// copied, the idempotency table (the large one) is shared in O(1). Its `into_records`
     /// gives exactly `records()` as of now, and can run after applies resume.
     pub fn copy_for_snapshot(&self) -> StateCopy {
-        let items = self.items.values().cloned().map(Record::Item);
-        let locations = self.locations.values().cloned().map(Record::Location);
-        let stock = self
-            .stock
-            .iter()
-            .map(|(item, location, level)| Record::Stock {
-                item: item.to_string(),
-                location: location.to_string(),
-                level,
-            });
-        let reservations = self.reservations.values().cloned().map(Record::Reservation);
         StateCopy {
-            head: items
-                .chain(locations)
-                .chain(stock)
-                .chain(reservations)
-                .collect(),
+            head: self.head_records().collect(),
             idempotency: self.idempotency.clone(),
             clock_ms: self.clock_ms,
         }
@@ -233,6 +218,21 @@ impl Inventory {
 
     /// Every record of the state, in key order within each kind.
     pub fn records(&self) -> impl Iterator<Item = Record> + '_ {
+        let idem = self
+            .idempotency
+            .iter()
+            .map(|(key, record)| Record::Idempotency {
+                key: key.clone(),
+                record: record.clone(),
+            });
+        self.head_records()
+            .chain(idem)
+            .chain(std::iter::once(Record::Clock(self.clock_ms)))
+    }
+
+    /// The records before the idempotency table's in `records()` order: items, locations,
+    /// stock levels, reservations.
+    fn head_records(&self) -> impl Iterator<Item = Record> + '_ {
         let items = self.items.values().cloned().map(Record::Item);
         let locations = self.locations.values().cloned().map(Record::Location);
         let stock = self
@@ -244,19 +244,7 @@ impl Inventory {
                 level,
             });
         let reservations = self.reservations.values().cloned().map(Record::Reservation);
-        let idem = self
-            .idempotency
-            .iter()
-            .map(|(key, record)| Record::Idempotency {
-                key: key.clone(),
-                record: record.clone(),
-            });
-        items
-            .chain(locations)
-            .chain(stock)
-            .chain(reservations)
-            .chain(idem)
-            .chain(std::iter::once(Record::Clock(self.clock_ms)))
+        items.chain(locations).chain(stock).chain(reservations)
     }
 
     /// The current record at `key`, or `None` if there is none (deleted or never written).

@@ -114,24 +114,10 @@ impl LogCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::raft::{LogId, Request};
-    use openraft::{CommittedLeaderId, EntryPayload};
 
+    /// An entry at `index` counted as 100 bytes.
     fn entry(index: u64) -> (Entry<TypeConfig>, usize) {
-        let entry = Entry {
-            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
-            payload: EntryPayload::Normal(Request {
-                command: crate::inventory::Command {
-                    ops: vec![],
-                    conditions: vec![],
-                },
-                time_ms: index,
-                idempotency: None,
-                batched: vec![],
-                numbered: true,
-            }),
-        };
-        (entry, 100)
+        (crate::raft::log_store::tests::entry(1, index), 100)
     }
 
     fn indexes(got: Option<Vec<Entry<TypeConfig>>>) -> Option<Vec<u64>> {

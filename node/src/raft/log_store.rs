@@ -448,7 +448,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::raft::state_machine::StateMachine;
     use crate::raft::Request;
@@ -548,7 +548,8 @@ mod tests {
         apply_multiple,
     );
 
-    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+    /// A log entry at `index` of `term` carrying an empty command (stamped `index` ms).
+    pub(crate) fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
         Entry {
             log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
             payload: EntryPayload::Normal(Request {
