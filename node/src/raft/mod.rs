@@ -1,11 +1,13 @@
 //! openraft glue: the type configuration, what a log entry carries, and the storage and
 //! network adaptors. The inventory rules know nothing of this module.
 //!
-//! - `log_store`: the Raft log, vote and committed index on the storage engine; an append
-//!   is acknowledged only after fsync.
-//! - `state_machine`: applies committed entries to the inventory and persists the changed
-//!   records and movements in one atomic batch; builds and installs snapshots.
+//! - `log_store`: the Raft log in its own segment files (`storage::wal`), vote and purge
+//!   point in a `meta` file; an append is acknowledged only after fdatasync.
 //! - `log_cache`: the newest log entries, decoded, for replication and apply to read.
+//! - `state_machine`: applies committed entries to the in-memory inventory and stores their
+//!   movements (`ledger`); the state is durable as the last snapshot file plus the log
+//!   after it; builds and installs snapshots.
+//! - `ledger`: the stored movements, in chunks.
 //! - `snapshot`: the checksummed snapshot format.
 //! - `network`: openraft's `RaftNetwork` over the gRPC peer transport.
 //! - `codec`: how log entries and openraft's peer messages are serialized (JSON or binary).
