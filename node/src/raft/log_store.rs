@@ -565,6 +565,15 @@ pub(crate) mod tests {
         }
     }
 
+    /// A log store in a new temporary data directory, with its engine and metrics.
+    fn opened() -> (tempfile::TempDir, SledEngine, Arc<Metrics>, LogStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SledEngine::open(&dir.path().join("db")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let log = LogStore::open(dir.path(), &engine, metrics.clone()).unwrap();
+        (dir, engine, metrics, log)
+    }
+
     #[tokio::test]
     async fn a_log_kept_in_sled_is_moved_to_the_log_files_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -613,10 +622,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn reads_see_truncation_and_purge_across_the_cache_and_the_files() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = SledEngine::open(&dir.path().join("db")).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let mut log = LogStore::open(dir.path(), &engine, metrics.clone()).unwrap();
+        let (dir, engine, metrics, mut log) = opened();
         log.append_entries((1..=20).map(|i| entry(1, i))).unwrap();
         assert_eq!(log.cache().len(), 20);
         // A new leader's entries replace 15.. (a follower's log after an election).
@@ -661,10 +667,8 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn entries_an_earlier_release_wrote_as_json_read_beside_binary_ones() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = SledEngine::open(&dir.path().join("db")).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        drop(LogStore::open(dir.path(), &engine, metrics.clone()).unwrap());
+        let (dir, engine, metrics, log) = opened();
+        drop(log);
         let (wal, _) = Wal::open(&dir.path().join(DIR), SEGMENT_BYTES, None).unwrap();
         let json: Vec<_> = (1..=3)
             .map(|i| (i, serde_json::to_vec(&entry(1, i)).unwrap()))
@@ -689,10 +693,7 @@ pub(crate) mod tests {
 
     #[tokio::test]
     async fn a_damaged_committed_file_reads_as_none_and_a_damaged_meta_refuses_to_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let engine = SledEngine::open(&dir.path().join("db")).unwrap();
-        let metrics = Arc::new(Metrics::new());
-        let mut log = LogStore::open(dir.path(), &engine, metrics.clone()).unwrap();
+        let (dir, engine, metrics, mut log) = opened();
         log.save_vote(&Vote::new(4, 2)).await.unwrap();
         log.save_committed(Some(LogId::new(CommittedLeaderId::new(4, 2), 9)))
             .await

@@ -790,21 +790,26 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                     let body = captured.into_body();
                     let bytes = snapshot::encode(&body).map_err(StoreError::Encode)?;
                     write_file_durably(&path, &bytes)?;
-                    Ok::<_, StoreError>((body, bytes))
+                    // Only the meta goes back: the records (one per idempotency key, a
+                    // hundred thousand and more) are freed here, not on a runtime worker.
+                    Ok::<_, StoreError>((snapshot_meta(&body), bytes))
                 })();
                 let _ = done.send(result);
             })
             .map_err(write_err)?;
-        let (body, bytes) = built.await.map_err(write_err)?.map_err(write_err)?;
+        let (meta, bytes) = built
+            .await
+            .map_err(|_| write_err("the snapshot-build thread ended without a result (panicked)"))?
+            .map_err(write_err)?;
         let written_ms = started.elapsed().as_millis() as u64;
         // The file is now the checkpoint a start loads; durable before openraft may purge
         // the log behind it.
-        set_checkpoint(self.shared.engine.as_ref(), body.last_applied)
+        set_checkpoint(self.shared.engine.as_ref(), meta.last_log_id)
             .await
             .map_err(write_err)?;
         self.record_snapshot(SnapshotEvent::Built, started);
         tracing::info!(
-            last_applied = ?body.last_applied,
+            last_applied = ?meta.last_log_id,
             bytes = bytes.len(),
             copied_ms,
             flushed_ms,
@@ -813,7 +818,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             "built snapshot"
         );
         Ok(Snapshot {
-            meta: snapshot_meta(&body),
+            meta,
             snapshot: Box::new(Cursor::new(bytes)),
         })
     }
