@@ -1,14 +1,17 @@
 //! The stored ledger: every movement, in `(revision, seq)` order, kept in the engine in
 //! chunks. A chunk is one engine value holding consecutive movements, keyed by its first
-//! movement's `(revision, seq)`; the next chunk starts after its last. Apply writes one
-//! chunk per call (one engine insert instead of one per movement: in sled each insert cost
-//! about as much as applying a dozen writes, measured by `benches/benches/state_machine.rs`).
+//! movement's `(revision, seq)`; the next chunk starts after its last. Apply gathers the
+//! newest movements in memory (`Tail`) and writes them as one chunk once
+//! `CHUNK_MOVEMENTS` have gathered, or before a snapshot refers to the ledger: a sled insert
+//! (and the background writing it causes) cost about as much per apply call as the
+//! rules of a dozen writes, and one insert per entry was a quarter of a follower's CPU
+//! (benches/RESULTS.md).
 //!
 //! Invariants: chunks never overlap and never hold an empty list; the stored movements are
-//! a dense prefix of the replicated ledger (a crash keeps whole engine batches, in order).
-//! An earlier release stored one movement per value under the same keys; such values read
-//! as chunks of one. Reads take an inclusive upper bound, `through`, so a reader never
-//! sees movements past the state it reads with.
+//! a dense prefix of the replicated ledger (a crash keeps whole engine batches, in order),
+//! and the tail continues it without a gap. An earlier release stored one movement per
+//! value under the same keys; such values read as chunks of one. Reads take an inclusive
+//! upper bound, `through`, so a reader never sees movements past the state it reads with.
 
 use crate::inventory::Movement;
 use crate::storage::{frame, keys, Batch, Engine, StoreError};
@@ -18,6 +21,106 @@ pub const CHUNK_MOVEMENTS: usize = 512;
 
 /// Chunks read per engine call while scanning.
 const READ_CHUNKS: usize = 64;
+
+fn at(m: &Movement) -> (u64, u32) {
+    (m.revision, m.seq)
+}
+
+/// The applied movements not yet in the engine: those right after the stored ones, in
+/// order. Lost in a crash like any unflushed engine write; the log re-applies them.
+#[derive(Debug, Default)]
+pub struct Tail {
+    movements: Vec<Movement>,
+}
+
+impl Tail {
+    /// Adds movements applied after every one already held (and after the stored ones).
+    pub fn extend(&mut self, movements: &[Movement]) {
+        if let (Some(last), Some(first)) = (self.movements.last(), movements.first()) {
+            assert!(at(last) < at(first), "the tail grows in ledger order");
+        }
+        self.movements.extend_from_slice(movements);
+    }
+
+    /// Whether a whole chunk has gathered, so apply should store it.
+    pub fn is_full(&self) -> bool {
+        self.movements.len() >= CHUNK_MOVEMENTS
+    }
+
+    /// Moves every held movement into `batch` as chunks; returns the newest, which the
+    /// stored ledger ends at once `batch` is written (`None`: nothing was held).
+    pub fn take_into(&mut self, batch: &mut Batch) -> Result<Option<(u64, u32)>, StoreError> {
+        let last = self.movements.last().map(at);
+        append(batch, &self.movements)?;
+        self.movements.clear();
+        Ok(last)
+    }
+
+    /// Drops every held movement (an install replaced the ledger).
+    pub fn clear(&mut self) {
+        self.movements.clear();
+    }
+
+    pub fn first(&self) -> Option<(u64, u32)> {
+        self.movements.first().map(at)
+    }
+
+    pub fn last(&self) -> Option<(u64, u32)> {
+        self.movements.last().map(at)
+    }
+
+    /// The held movements at or after `from`.
+    pub fn since(&self, from: (u64, u32)) -> &[Movement] {
+        &self.movements[self.movements.partition_point(|m| at(m) < from)..]
+    }
+
+    /// The newest `limit` held movements, oldest first.
+    pub fn newest(&self, limit: usize) -> &[Movement] {
+        &self.movements[self.movements.len().saturating_sub(limit)..]
+    }
+}
+
+/// A reader's view of the ledger as applied, taken under the state lock: the engine's
+/// movements through `stored` (bounded, so a tail stored after the view was taken is not
+/// read twice), then `tail`, a copy of the tail movements the reader may need.
+#[derive(Debug, Default)]
+pub struct View {
+    pub stored: Option<(u64, u32)>,
+    pub tail: Vec<Movement>,
+}
+
+impl View {
+    /// Up to `limit` movements at or after `from`, oldest first.
+    pub fn read<E: Engine + ?Sized>(
+        &self,
+        engine: &E,
+        from: (u64, u32),
+        limit: usize,
+    ) -> Result<Vec<Movement>, StoreError> {
+        let mut out = read(engine, from, self.stored, limit)?;
+        let rest = limit - out.len();
+        out.extend(
+            self.tail
+                .iter()
+                .filter(|m| at(m) >= from)
+                .take(rest)
+                .cloned(),
+        );
+        Ok(out)
+    }
+
+    /// The newest `limit` movements, newest first.
+    pub fn read_newest<E: Engine + ?Sized>(
+        &self,
+        engine: &E,
+        limit: usize,
+    ) -> Result<Vec<Movement>, StoreError> {
+        let mut out: Vec<Movement> = self.tail.iter().rev().take(limit).cloned().collect();
+        let rest = limit - out.len();
+        out.extend(read_newest(engine, self.stored, rest)?);
+        Ok(out)
+    }
+}
 
 /// Puts `movements` (consecutive, in order, none stored yet) into `batch` as chunks.
 pub fn append(batch: &mut Batch, movements: &[Movement]) -> Result<(), StoreError> {

@@ -7,8 +7,9 @@
 //! re-applies on start up to the saved commit index. Apply writes no state record: the
 //! per-key writes into sled were most of a node's CPU under load (a criterion bench of
 //! this apply path, `benches/benches/state_machine.rs`, measured before and after). The
-//! ledger stays in the engine (it is history, queried by revision) and may be ahead of
-//! the checkpoint after a restart: re-applied movements that are already stored are not
+//! ledger goes to the engine (it is history, queried by revision) a chunk at a time, its
+//! newest movements held in memory until then (`ledger::Tail`); it may be ahead of the
+//! checkpoint after a restart: re-applied movements that are already stored are not
 //! written again, and readers never see past the applied `ledger_end`.
 //!
 //! Snapshots are built from a consistent view of the state, written fsynced and atomically
@@ -135,6 +136,40 @@ pub struct AppliedState {
     /// `ledger_end` (the ledger was written past the checkpoint the state restarted from).
     /// Re-applied movements up to it are already stored and are not written again.
     ledger_stored: Option<(u64, u32)>,
+    /// The applied movements after `ledger_stored`, not yet written: when not empty, it
+    /// starts right after `ledger_stored` and ends at `ledger_end`.
+    ledger_tail: ledger::Tail,
+}
+
+impl AppliedState {
+    /// A reader's view of the ledger through `ledger_end`, with a copy of the tail
+    /// movements that `wanted` picks (the tail holds fewer than a chunk between applies).
+    fn ledger_view<'a>(
+        &'a self,
+        wanted: impl FnOnce(&'a ledger::Tail) -> &'a [Movement],
+    ) -> (Option<(u64, u32)>, ledger::View) {
+        let view = ledger::View {
+            stored: self.ledger_stored.min(self.ledger_end),
+            tail: wanted(&self.ledger_tail).to_vec(),
+        };
+        (self.ledger_end, view)
+    }
+
+    /// Writes the tail to `engine` (one batch); afterwards the stored ledger reaches
+    /// `ledger_end`. Under the state write lock, so no reader's view is left behind.
+    fn store_tail<E: Engine + ?Sized>(&mut self, engine: &E) -> Result<(), StoreError> {
+        let mut batch = Batch::default();
+        if let Some(last) = self.ledger_tail.take_into(&mut batch)? {
+            assert_eq!(
+                Some(last),
+                self.ledger_end,
+                "the tail ends at the ledger's end"
+            );
+            engine.write(batch)?;
+            self.ledger_stored = Some(last);
+        }
+        Ok(())
+    }
 }
 
 struct Shared<E: Engine> {
@@ -273,6 +308,7 @@ impl<E: Engine> StateMachine<E> {
             membership: loaded.membership,
             ledger_end: loaded.ledger_end,
             ledger_stored,
+            ledger_tail: ledger::Tail::default(),
         });
         Ok(StateMachine {
             shared: Arc::new(Shared {
@@ -324,13 +360,16 @@ impl<E: Engine> StateMachine<E> {
         limit: usize,
         scan_budget: usize,
     ) -> Result<MovementPage, StoreError> {
-        let through = self.read().ledger_end;
+        let (through, view) = self.read().ledger_view(|tail| {
+            let since = tail.since(from);
+            &since[..since.len().min(scan_budget)]
+        });
         let mut out = Vec::new();
         let mut cursor = from;
         let mut scanned = 0;
         while scanned < scan_budget && out.len() < limit {
             let chunk = (scan_budget - scanned).min(1024);
-            let rows = ledger::read(self.shared.engine.as_ref(), cursor, through, chunk)?;
+            let rows = view.read(self.shared.engine.as_ref(), cursor, chunk)?;
             if rows.is_empty() {
                 return Ok((out, None));
             }
@@ -355,8 +394,8 @@ impl<E: Engine> StateMachine<E> {
 
     /// The newest `limit` movements of this replica's ledger, newest first.
     pub fn recent_movements(&self, limit: usize) -> Result<Vec<Movement>, StoreError> {
-        let through = self.read().ledger_end;
-        ledger::read_newest(self.shared.engine.as_ref(), through, limit)
+        let (_, view) = self.read().ledger_view(|tail| tail.newest(limit));
+        view.read_newest(self.shared.engine.as_ref(), limit)
     }
 
     /// A digest of every state record: equal at equal applied indexes on every replica.
@@ -403,30 +442,32 @@ impl<E: Engine> StateMachine<E> {
     /// the lock was a p99 of 457 ms at a quarter of peak load). Without `with_ledger`, the
     /// ledger is referred to by `ledger_through` instead. The caller holds `snapshot_io`.
     fn body_unlocked(&self, with_ledger: bool) -> Result<SnapshotBody, StoreError> {
-        let mut body = self.capture(!with_ledger).into_body();
+        let mut body = self.capture(!with_ledger)?.into_body();
         if with_ledger {
             self.fill_ledger(&mut body)?;
         }
         Ok(body)
     }
 
-    /// The state lock's part of `body_unlocked`: what the body will hold, as of now.
+    /// The state lock's part of `body_unlocked`: what the body will hold, as of now, with
+    /// the ledger's tail stored, since the body refers to (or reads) the stored ledger.
     /// `checkpoint`: this copy is for a checkpoint build, so the count of operations since
     /// the last snapshot starts again (a backup moves no checkpoint and keeps it).
-    fn capture(&self, checkpoint: bool) -> Captured {
-        let st = self.read();
+    fn capture(&self, checkpoint: bool) -> Result<Captured, StoreError> {
+        let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
+        st.store_tail(self.shared.engine.as_ref())?;
         if checkpoint {
             // Apply counts under the write lock, so nothing is lost.
             self.shared
                 .ops_since_snapshot
                 .store(0, std::sync::atomic::Ordering::Relaxed);
         }
-        Captured {
+        Ok(Captured {
             last_applied: st.last_applied,
             membership: st.membership.clone(),
             state: st.inventory.copy_for_snapshot(),
             ledger_end: st.ledger_end,
-        }
+        })
     }
 
     /// Replaces a body's `ledger_through` with the movements it refers to.
@@ -457,15 +498,17 @@ impl<E: Engine> StateMachine<E> {
     }
 
     /// The `count` movements of the write at `revision`, for a replayed outcome: from this
-    /// apply call's own new movements (`fresh`, not yet stored) or else from the ledger.
+    /// apply call's own new movements (`fresh`), the ledger's tail, or else the engine.
     fn replayed_movements(
         &self,
         fresh: &[Movement],
+        tail: &ledger::Tail,
         revision: u64,
         count: u32,
     ) -> Result<Vec<Movement>, StoreError> {
         let mut found: Vec<Movement> = fresh
             .iter()
+            .chain(tail.since((revision, 0)))
             .filter(|m| m.revision == revision)
             .cloned()
             .collect();
@@ -770,7 +813,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
         let started = std::time::Instant::now();
         let _io = self.shared.snapshot_io.lock().await;
-        let captured = self.capture(true);
+        let captured = self.capture(true).map_err(write_err)?;
         let copied_ms = started.elapsed().as_millis() as u64;
         // The ledger the file refers to must be durable before the file (and before the log
         // behind it may be purged).
@@ -887,7 +930,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
                                 (applied.replay_movements, &mut applied.result)
                             {
                                 out.movements = self
-                                    .replayed_movements(&fresh, revision, count)
+                                    .replayed_movements(&fresh, &st.ledger_tail, revision, count)
                                     .map_err(read_err)?;
                             }
                             if let Ok(out) = &applied.result {
@@ -905,18 +948,25 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
                 }
             }
             // No state record and no applied id: the state is durable as the last snapshot
-            // plus the log after it. Written under the lock, so the ledger a reader sees
-            // (bounded by `ledger_end`) is always stored.
+            // plus the log after it. The new movements join the ledger's tail, stored a
+            // chunk at a time; a reader's view (taken under the lock) covers both.
             // Movements re-applied after a restart may be stored already: the ledger is a
             // dense prefix, so those are exactly the ones up to `ledger_stored`.
             let stored = st.ledger_stored;
             let unstored = fresh.partition_point(|m| Some((m.revision, m.seq)) <= stored);
-            if unstored < fresh.len() {
-                let mut batch = Batch::default();
-                ledger::append(&mut batch, &fresh[unstored..]).map_err(write_err)?;
-                self.shared.engine.write(batch).map_err(write_err)?;
-                st.ledger_stored = st.ledger_end;
+            st.ledger_tail.extend(&fresh[unstored..]);
+            if st.ledger_tail.is_full() {
+                st.store_tail(self.shared.engine.as_ref())
+                    .map_err(write_err)?;
             }
+            debug_assert!(
+                st.ledger_tail.last().is_none() || st.ledger_tail.last() == st.ledger_end,
+                "the tail ends at the ledger's end"
+            );
+            debug_assert!(
+                st.ledger_tail.first().is_none() || st.ledger_tail.first() > st.ledger_stored,
+                "the tail continues the stored ledger"
+            );
         }
         if !fresh.is_empty() {
             // No receivers is fine: nobody is watching.
@@ -982,6 +1032,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             st.last_applied = body.last_applied;
             st.ledger_end = body.movements.last().map(|m| (m.revision, m.seq));
             st.ledger_stored = st.ledger_end;
+            st.ledger_tail.clear();
             st.membership = body.membership.clone();
             self.shared
                 .ops_since_snapshot
@@ -1333,9 +1384,10 @@ mod tests {
     }
 
     /// The state is durable as the last snapshot plus the log: a start loads the snapshot,
-    /// shows no ledger past it (though the engine holds the movements applied since),
-    /// and re-applying the log after it gives the same state and the same ledger, each
-    /// movement once. A checkpoint whose file is gone is refused, not started from empty.
+    /// shows no ledger past it (though the engine holds movements applied since, stored
+    /// by a backup), and re-applying the log after it gives the same state and the same
+    /// ledger, each movement once. A checkpoint whose file is gone is refused, not started
+    /// from empty.
     #[tokio::test]
     async fn a_restart_loads_the_snapshot_and_reapplying_the_log_restores_state_and_ledger() {
         let dir = tempfile::tempdir().unwrap();
@@ -1352,6 +1404,8 @@ mod tests {
         let after = sm.digest();
         let ledger = sm.movements((0, 0), "", "", 100, 1000).unwrap().0;
         assert_eq!(ledger.len(), 3);
+        // A backup stores the ledger's tail: the engine is now ahead of the checkpoint.
+        sm.snapshot_body().await.unwrap();
         drop(sm);
 
         let mut sm = fresh(&dir).await;
@@ -1561,14 +1615,10 @@ mod tests {
         assert!(same_entry.replayed);
         assert_eq!(same_entry.movements, first.movements);
 
-        let later = super::super::Request {
-            command: receive.clone(),
-            idempotency: key("k1"),
-            time_ms: 3,
-            batched: vec![],
-            numbered: true,
-        };
-        let out = sm.apply([entry(4, later)]).await.unwrap();
+        let out = sm
+            .apply([entry(4, later_request(&receive, key("k1")))])
+            .await
+            .unwrap();
         let Response::Applied(r) = &out[0] else {
             panic!("{out:?}")
         };
@@ -1577,12 +1627,117 @@ mod tests {
         assert_eq!(replay.revision, first.revision);
         assert_eq!(
             replay.movements, first.movements,
-            "read back from the ledger"
+            "read back from the ledger's tail"
+        );
+        // Once the tail is stored (a backup stores it), from the engine.
+        sm.snapshot_body().await.unwrap();
+        assert!(sm.read().ledger_tail.last().is_none());
+        let again = super::super::Request {
+            time_ms: 4,
+            ..later_request(&receive, key("k1"))
+        };
+        let out = sm.apply([entry(5, again)]).await.unwrap();
+        let Response::Applied(r) = &out[0] else {
+            panic!("{out:?}")
+        };
+        let replay = r[0].clone().unwrap();
+        assert!(replay.replayed);
+        assert_eq!(
+            replay.movements, first.movements,
+            "read back from the engine"
         );
         assert_eq!(
             sm.read().inventory.stock("a", "w").on_hand,
             3,
             "applied once"
+        );
+    }
+
+    fn later_request(
+        command: &crate::inventory::Command,
+        idempotency: Option<crate::inventory::IdempotencyKey>,
+    ) -> super::super::Request {
+        super::super::Request {
+            command: command.clone(),
+            idempotency,
+            time_ms: 3,
+            batched: vec![],
+            numbered: true,
+        }
+    }
+
+    /// The ledger reaches the engine a chunk at a time; until then its newest movements
+    /// are in the tail. Reads cross that boundary in both directions and page through it
+    /// as through a plain list; the engine holds a dense prefix; a snapshot build stores
+    /// the tail first, since the file refers to the stored ledger.
+    #[tokio::test]
+    async fn ledger_reads_cross_from_the_engine_into_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = fresh(&dir).await;
+        let receipts = ledger::CHUNK_MOVEMENTS + 190;
+        let log = item_warehouse_and_receipts(&vec![1; receipts]);
+        let mut all = Vec::new();
+        for part in log.chunks(100) {
+            for r in sm.apply(part.to_vec()).await.unwrap() {
+                if let Response::Applied(results) = r {
+                    for out in results {
+                        all.extend(out.unwrap().movements);
+                    }
+                }
+            }
+        }
+        assert_eq!(all.len(), receipts);
+        let at = |m: &Movement| (m.revision, m.seq);
+        let stored = ledger::last(sm.engine().as_ref()).unwrap();
+        {
+            let st = sm.read();
+            let tail_first = st.ledger_tail.first().expect("the newest movements wait");
+            assert!(stored.is_some() && stored < Some(tail_first));
+            assert_eq!(st.ledger_tail.last(), Some(at(all.last().unwrap())));
+        }
+        let in_engine = ledger::read(sm.engine().as_ref(), (0, 0), stored, usize::MAX).unwrap();
+        assert_eq!(in_engine[..], all[..in_engine.len()], "a dense prefix");
+
+        for (limit, budget) in [(7, 1000), (100, 33), (1000, 1000)] {
+            let mut got = Vec::new();
+            let mut cursor = Some((0, 0));
+            let mut pages = 0;
+            while let Some(from) = cursor {
+                let (page, next) = sm.movements(from, "", "", limit, budget).unwrap();
+                got.extend(page);
+                cursor = next;
+                pages += 1;
+                assert!(pages <= 2 * receipts, "paging ends");
+            }
+            assert_eq!(got, all, "pages of {limit}, scanning {budget}");
+        }
+        let boundary = in_engine.len();
+        let from = at(&all[boundary - 3]);
+        let (page, _) = sm.movements(from, "", "", 6, 1000).unwrap();
+        assert_eq!(page, all[boundary - 3..boundary + 3].to_vec());
+        for n in [1, 5, all.len() - boundary + 4, all.len() + 10] {
+            let want: Vec<_> = all.iter().rev().take(n).cloned().collect();
+            assert_eq!(sm.recent_movements(n).unwrap(), want, "newest {n}");
+        }
+
+        sm.get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .unwrap();
+        assert!(
+            sm.read().ledger_tail.last().is_none(),
+            "stored by the build"
+        );
+        assert_eq!(
+            ledger::read(
+                sm.engine().as_ref(),
+                (0, 0),
+                Some((u64::MAX, 0)),
+                usize::MAX
+            )
+            .unwrap(),
+            all
         );
     }
 }
