@@ -49,6 +49,9 @@ struct Shared {
     dir: PathBuf,
     meta: Mutex<LogMeta>,
     committed: std::fs::File,
+    /// The `committed` file's length: a shorter value is cut to size, a longer or equal one
+    /// only overwritten (an `ftruncate` per save was ~1.4 % of a follower's CPU).
+    committed_len: std::sync::atomic::AtomicU64,
     metrics: Arc<Metrics>,
     /// The newest entries decoded (`log_cache`); kept equal to the files under this lock.
     cache: Mutex<LogCache>,
@@ -123,12 +126,14 @@ impl LogStore {
             .truncate(false)
             .open(&committed_path)
             .map_err(io_err(&committed_path))?;
+        let committed_len = committed.metadata().map_err(io_err(&committed_path))?.len();
         Ok(LogStore {
             shared: Arc::new(Shared {
                 wal,
                 dir,
                 meta: Mutex::new(meta),
                 committed,
+                committed_len: std::sync::atomic::AtomicU64::new(committed_len),
                 metrics,
                 cache: Mutex::new(LogCache::default()),
             }),
@@ -379,8 +384,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let bytes = frame::encode(&committed)
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))?;
         let f = &self.shared.committed;
+        let len = bytes.len() as u64;
+        // openraft calls this with `&mut self`, one at a time.
+        let before = self
+            .shared
+            .committed_len
+            .swap(len, std::sync::atomic::Ordering::Relaxed);
         f.write_all_at(&bytes, 0)
-            .and_then(|()| f.set_len(bytes.len() as u64))
+            .and_then(|()| if len < before { f.set_len(len) } else { Ok(()) })
             .map_err(|e| sto_err(ErrorSubject::Store, ErrorVerb::Write, e))
     }
 
@@ -688,6 +699,28 @@ pub(crate) mod tests {
             rows[0].1[0],
             codec::BINARY,
             "new entries are written binary"
+        );
+    }
+
+    /// The committed id is overwritten in place and cut only when the new value is
+    /// shorter: every value reads back, longer or shorter, before and after a reopen.
+    #[tokio::test]
+    async fn the_committed_id_reads_back_whether_it_grows_or_shrinks() {
+        let (dir, engine, metrics, mut log) = opened();
+        let long = Some(LogId::new(CommittedLeaderId::new(123_456, 2), 987_654_321));
+        let short = Some(LogId::new(CommittedLeaderId::new(1, 1), 5));
+        for value in [short, long, short, None, long] {
+            log.save_committed(value).await.unwrap();
+            assert_eq!(log.read_committed().await.unwrap(), value);
+        }
+        drop(log);
+        let mut log = LogStore::open(dir.path(), &engine, metrics).unwrap();
+        assert_eq!(log.read_committed().await.unwrap(), long);
+        log.save_committed(short).await.unwrap();
+        assert_eq!(
+            log.read_committed().await.unwrap(),
+            short,
+            "shorter after a reopen"
         );
     }
 
