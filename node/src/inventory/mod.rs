@@ -5,6 +5,7 @@
 //! - `command`: what a client may ask for, and static validation of it.
 //! - `state`: the state and `Inventory::apply`, which enforces the brief's rules 1–6.
 //! - `stock_table`: the stock levels, `item → location → level` with interned ids.
+//! - `table_key`: the idempotency table's key (inline head, shared whole key).
 //! - `limits`: every bound in one place.
 
 pub mod command;
@@ -13,6 +14,7 @@ pub mod limits;
 pub mod model;
 pub mod state;
 pub mod stock_table;
+pub mod table_key;
 
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@ use super::error::DomainError;
 use super::limits::*;
 use super::model::*;
 use super::stock_table::StockTable;
+use super::table_key::TableKey;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -90,7 +91,7 @@ enum Undo {
     Location(String, Option<Location>),
     Stock((String, String), Option<StockLevel>),
     Reservation(String, Option<Reservation>),
-    Idempotency(String, Option<IdempotencyRecord>),
+    Idempotency(TableKey, Option<IdempotencyRecord>),
     Clock(u64),
 }
 
@@ -102,12 +103,12 @@ pub struct Inventory {
     reservations: BTreeMap<String, Reservation>,
     /// Persistent (structurally shared): cloning it is O(1), so a snapshot copies the
     /// table, one record per keyed write for 24 h, without holding up apply.
-    idempotency: imbl::OrdMap<String, IdempotencyRecord>,
+    idempotency: imbl::OrdMap<TableKey, IdempotencyRecord>,
     /// Highest leader time applied so far; entry times are clamped to never go back.
     clock_ms: u64,
     // Derived indexes, rebuilt on load.
     open_by_deadline: BTreeSet<(u64, String)>,
-    idempotency_by_time: BTreeSet<(u64, String)>,
+    idempotency_by_time: BTreeSet<(u64, TableKey)>,
     /// Undo records of the command being applied; empty between commands.
     journal: Vec<Undo>,
 }
@@ -197,6 +198,7 @@ impl Inventory {
                 inv.reservations.insert(r.id.clone(), r);
             }
             Record::Idempotency { key, record } => {
+                let key = TableKey::new(&key);
                 inv.idempotency_by_time
                     .insert((record.time_ms, key.clone()));
                 inv.idempotency.insert(key, record);
@@ -222,7 +224,7 @@ impl Inventory {
             .idempotency
             .iter()
             .map(|(key, record)| Record::Idempotency {
-                key: key.clone(),
+                key: key.as_str().to_owned(),
                 record: record.clone(),
             });
         self.head_records()
@@ -260,10 +262,14 @@ impl Inventory {
                 })
             }
             Key::Reservation(id) => self.reservations.get(id).cloned().map(Record::Reservation),
-            Key::Idempotency(k) => self.idempotency.get(k).map(|record| Record::Idempotency {
-                key: k.clone(),
-                record: record.clone(),
-            }),
+            Key::Idempotency(k) => {
+                self.idempotency
+                    .get(&TableKey::new(k))
+                    .map(|record| Record::Idempotency {
+                        key: k.clone(),
+                        record: record.clone(),
+                    })
+            }
             Key::Clock => Some(Record::Clock(self.clock_ms)),
         }
     }
@@ -348,8 +354,13 @@ impl Inventory {
         );
         assert!(ctx.revision > 0, "log indexes start at 1");
 
-        if let Some(idem) = &ctx.idempotency {
-            if let Some(existing) = self.idempotency.get(&idem.key) {
+        // Built once: the table is searched here and written by `apply_journaled`.
+        let table_key = ctx
+            .idempotency
+            .as_ref()
+            .map(|idem| TableKey::new(&idem.key));
+        if let (Some(idem), Some(table_key)) = (&ctx.idempotency, &table_key) {
+            if let Some(existing) = self.idempotency.get(table_key) {
                 let (result, replay_movements) = if existing.fingerprint == idem.fingerprint {
                     let mut outcome = existing.outcome.clone();
                     outcome.replayed = true;
@@ -371,7 +382,7 @@ impl Inventory {
             }
         }
 
-        let result = self.apply_journaled(cmd, ctx);
+        let result = self.apply_journaled(cmd, ctx, table_key);
         match &result {
             Ok(_) => {
                 let mut touched: Vec<Key> = self.journal.drain(..).map(|u| u.key()).collect();
@@ -394,7 +405,13 @@ impl Inventory {
         }
     }
 
-    fn apply_journaled(&mut self, cmd: &Command, ctx: &ApplyCtx) -> Result<Outcome, DomainError> {
+    /// `table_key`: `ctx.idempotency`'s key as the table's key, if there is one.
+    fn apply_journaled(
+        &mut self,
+        cmd: &Command,
+        ctx: &ApplyCtx,
+        table_key: Option<TableKey>,
+    ) -> Result<Outcome, DomainError> {
         cmd.validate()?;
         if let Some(idem) = &ctx.idempotency {
             super::command::check_id("idempotency_key", &idem.key)?;
@@ -434,7 +451,7 @@ impl Inventory {
             reservations,
             replayed: false,
         };
-        if let Some(idem) = &ctx.idempotency {
+        if let (Some(idem), Some(table_key)) = (&ctx.idempotency, table_key) {
             let record = IdempotencyRecord {
                 fingerprint: idem.fingerprint,
                 time_ms: now_ms,
@@ -444,7 +461,7 @@ impl Inventory {
                 },
                 ledger_movements: Some(outcome.movements.len() as u32),
             };
-            self.put_idempotency(idem.key.clone(), Some(record));
+            self.put_idempotency(table_key, Some(record));
         }
         Ok(outcome)
     }
@@ -784,7 +801,7 @@ impl Inventory {
                     self.end_reservation(r, ReservationState::Expired, rev);
                 }
                 let horizon = step.now_ms.saturating_sub(IDEMPOTENCY_RETENTION_MS);
-                let stale: Vec<String> = self
+                let stale: Vec<TableKey> = self
                     .idempotency_by_time
                     .iter()
                     .take_while(|(t, _)| *t < horizon)
@@ -1002,7 +1019,7 @@ impl Inventory {
         self.journal.push(Undo::Reservation(r.id, old));
     }
 
-    fn put_idempotency(&mut self, key: String, record: Option<IdempotencyRecord>) {
+    fn put_idempotency(&mut self, key: TableKey, record: Option<IdempotencyRecord>) {
         let old = match &record {
             Some(rec) => {
                 self.idempotency_by_time.insert((rec.time_ms, key.clone()));
@@ -1106,7 +1123,7 @@ impl Inventory {
         if open != self.open_by_deadline {
             return Err("open-reservation index out of step".into());
         }
-        let by_time: BTreeSet<(u64, String)> = self
+        let by_time: BTreeSet<(u64, TableKey)> = self
             .idempotency
             .iter()
             .map(|(k, r)| (r.time_ms, k.clone()))
@@ -1130,7 +1147,7 @@ fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
 pub struct StateCopy {
     /// Items, locations, stock levels and reservations, in `records()` order.
     head: Vec<Record>,
-    idempotency: imbl::OrdMap<String, IdempotencyRecord>,
+    idempotency: imbl::OrdMap<TableKey, IdempotencyRecord>,
     clock_ms: u64,
 }
 
@@ -1141,7 +1158,10 @@ impl StateCopy {
         let idem = self
             .idempotency
             .into_iter()
-            .map(|(key, record)| Record::Idempotency { key, record });
+            .map(|(key, record)| Record::Idempotency {
+                key: key.as_str().to_owned(),
+                record,
+            });
         self.head
             .into_iter()
             .chain(idem)
@@ -1178,7 +1198,7 @@ impl Undo {
             Undo::Location(id, _) => Key::Location(id.clone()),
             Undo::Stock((i, l), _) => Key::Stock(i.clone(), l.clone()),
             Undo::Reservation(id, _) => Key::Reservation(id.clone()),
-            Undo::Idempotency(k, _) => Key::Idempotency(k.clone()),
+            Undo::Idempotency(k, _) => Key::Idempotency(k.as_str().to_owned()),
             Undo::Clock(_) => Key::Clock,
         }
     }
