@@ -278,10 +278,34 @@ fn with_cluster<T>(
             cfg.faults.iter().flatten().any(|f| f.is_clock()),
         )
         .map_err(|e| e.to_string())?;
-        let out = run(cfg, &mut cluster).await;
+        // Stopped from outside (SIGTERM, or ^C), the run is abandoned but the cluster is
+        // still dropped: its nodes are killed and its namespaces torn down, instead of
+        // dying with the process and being left running.
+        let out = tokio::select! {
+            out = run(cfg, &mut cluster) => out,
+            signal = terminated() => Err(format!(
+                "stopped by {signal}; the nodes were killed and the hosts torn down"
+            )),
+        };
         drop(cluster);
         out
     })
+}
+
+/// Resolves with the signal's name once the process gets SIGTERM or SIGINT; never if the
+/// handlers cannot be installed (the run then goes on as before).
+async fn terminated() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(mut term), Ok(mut int)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        },
+        _ => std::future::pending().await,
+    }
 }
 
 fn write_history(
