@@ -214,17 +214,22 @@ pub async fn run(
         let limit_ops = cfg.snapshot_ops;
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(SNAPSHOT_TRIGGER_TICK_MS));
+            // Logged once per crossing of the limit: while openraft is still building the
+            // previous snapshot the count stays above it and the trigger repeats each tick.
+            let mut logged = false;
             while !*stop.borrow() {
                 tick.tick().await;
-                if sm.ops_since_snapshot() >= limit_ops {
-                    tracing::info!(
-                        ops = sm.ops_since_snapshot(),
-                        limit_ops,
-                        "snapshot by operation count"
-                    );
-                    // Ignored by openraft while a build runs; the count resets when one copies.
-                    let _ = raft.trigger().snapshot().await;
+                let ops = sm.ops_since_snapshot();
+                if ops < limit_ops {
+                    logged = false;
+                    continue;
                 }
+                if !logged {
+                    tracing::info!(ops, limit_ops, "snapshot by operation count");
+                    logged = true;
+                }
+                // Ignored by openraft while a build runs; the count resets when one copies.
+                let _ = raft.trigger().snapshot().await;
             }
         })
     };
