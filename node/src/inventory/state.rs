@@ -354,12 +354,12 @@ impl Inventory {
         );
         assert!(ctx.revision > 0, "log indexes start at 1");
 
-        // Built once: the table is searched here and written by `apply_journaled`.
-        let table_key = ctx
+        // The table's key is built once: searched here, written by `apply_journaled`.
+        let keyed = ctx
             .idempotency
             .as_ref()
-            .map(|idem| TableKey::new(&idem.key));
-        if let (Some(idem), Some(table_key)) = (&ctx.idempotency, &table_key) {
+            .map(|idem| (idem, TableKey::new(&idem.key)));
+        if let Some((idem, table_key)) = &keyed {
             if let Some(existing) = self.idempotency.get(table_key) {
                 let (result, replay_movements) = if existing.fingerprint == idem.fingerprint {
                     let mut outcome = existing.outcome.clone();
@@ -382,7 +382,7 @@ impl Inventory {
             }
         }
 
-        let result = self.apply_journaled(cmd, ctx, table_key);
+        let result = self.apply_journaled(cmd, ctx, keyed);
         match &result {
             Ok(_) => {
                 let mut touched: Vec<Key> = self.journal.drain(..).map(|u| u.key()).collect();
@@ -405,12 +405,12 @@ impl Inventory {
         }
     }
 
-    /// `table_key`: `ctx.idempotency`'s key as the table's key, if there is one.
+    /// `keyed`: `ctx.idempotency` with its key as the table's key, if there is one.
     fn apply_journaled(
         &mut self,
         cmd: &Command,
         ctx: &ApplyCtx,
-        table_key: Option<TableKey>,
+        keyed: Option<(&IdempotencyKey, TableKey)>,
     ) -> Result<Outcome, DomainError> {
         cmd.validate()?;
         if let Some(idem) = &ctx.idempotency {
@@ -451,7 +451,7 @@ impl Inventory {
             reservations,
             replayed: false,
         };
-        if let (Some(idem), Some(table_key)) = (&ctx.idempotency, table_key) {
+        if let Some((idem, table_key)) = keyed {
             let record = IdempotencyRecord {
                 fingerprint: idem.fingerprint,
                 time_ms: now_ms,

@@ -47,16 +47,15 @@ impl Tail {
         self.movements.len() >= CHUNK_MOVEMENTS
     }
 
-    /// Moves every held movement into `batch` as chunks; returns the newest, which the
-    /// stored ledger ends at once `batch` is written (`None`: nothing was held).
-    pub fn take_into(&mut self, batch: &mut Batch) -> Result<Option<(u64, u32)>, StoreError> {
-        let last = self.movements.last().map(at);
+    /// Puts every held movement into `batch` as chunks; returns the newest, which the
+    /// stored ledger ends at once `batch` is written (`None`: nothing is held). The tail
+    /// keeps them until the caller has written `batch` and calls `clear`.
+    pub fn encode_into(&self, batch: &mut Batch) -> Result<Option<(u64, u32)>, StoreError> {
         append(batch, &self.movements)?;
-        self.movements.clear();
-        Ok(last)
+        Ok(self.last())
     }
 
-    /// Drops every held movement (an install replaced the ledger).
+    /// Drops every held movement (stored, or an install replaced the ledger).
     pub fn clear(&mut self) {
         self.movements.clear();
     }

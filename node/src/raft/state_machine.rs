@@ -156,16 +156,18 @@ impl AppliedState {
     }
 
     /// Writes the tail to `engine` (one batch); afterwards the stored ledger reaches
-    /// `ledger_end`. Under the state write lock, so no reader's view is left behind.
+    /// `ledger_end`. Under the state write lock, so no reader's view is left behind. A
+    /// failed write leaves the tail as it was (readers still see every movement).
     fn store_tail<E: Engine + ?Sized>(&mut self, engine: &E) -> Result<(), StoreError> {
         let mut batch = Batch::default();
-        if let Some(last) = self.ledger_tail.take_into(&mut batch)? {
+        if let Some(last) = self.ledger_tail.encode_into(&mut batch)? {
             assert_eq!(
                 Some(last),
                 self.ledger_end,
                 "the tail ends at the ledger's end"
             );
             engine.write(batch)?;
+            self.ledger_tail.clear();
             self.ledger_stored = Some(last);
         }
         Ok(())
