@@ -2,11 +2,15 @@
 //! in batches of 1, 16 and 128 with one flush per batch, i.e. group commit, to sled (the
 //! old log, and still the state machine's engine) and to the Raft log's own segment files
 //! (`storage::wal`, the log since 2026-11-24). Entries/s is the throughput; fsyncs per
-//! entry is 1 / batch size. Also snapshot build and install:
-//! encoding and verifying-decoding a snapshot of 100,000 stock levels (MB/s).
+//! entry is 1 / batch size. Also snapshot build and install: encoding and
+//! verifying-decoding a snapshot of 100,000 stock levels, and one of 100,000 idempotency
+//! records (what most of a busy node's snapshot is), in the JSON body every release reads
+//! and in the binary body a node builds for itself (records/s; the report prints sizes).
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use laundry_node::inventory::{Inventory, LocationKind, Record, StockLevel};
+use laundry_node::inventory::{
+    IdempotencyRecord, Inventory, LocationKind, Outcome, Record, StockLevel,
+};
 use laundry_node::raft::snapshot::{self, SnapshotBody};
 use laundry_node::storage::wal::Wal;
 use laundry_node::storage::{keys, Batch, Engine, SledEngine};
@@ -99,23 +103,63 @@ fn body(levels: usize) -> SnapshotBody {
     }
 }
 
+/// A body of `n` idempotency records shaped like the load generator's: a 34-byte key,
+/// one movement in the ledger, kept by count.
+fn idempotency_body(n: usize) -> SnapshotBody {
+    let mut body = body(0);
+    body.records
+        .extend((0..n as u64).map(|i| Record::Idempotency {
+            key: format!("c-{:032x}", i.wrapping_mul(0x9e37_79b9_7f4a_7c15)),
+            record: IdempotencyRecord {
+                fingerprint: i.wrapping_mul(0xff51_afd7_ed55_8ccd),
+                time_ms: 1_795_954_073_680 + i,
+                outcome: Outcome {
+                    revision: 1_024 * (1_000 + i),
+                    movements: Vec::new(),
+                    reservations: Vec::new(),
+                    replayed: false,
+                },
+                ledger_movements: Some(1),
+            },
+        }));
+    body
+}
+
 fn bench_snapshot(c: &mut Criterion) {
-    let b100k = body(100_000);
-    let bytes = snapshot::encode(&b100k).unwrap();
-    let mut g = c.benchmark_group("snapshot (100k stock levels)");
-    g.sample_size(10);
-    g.throughput(Throughput::Bytes(bytes.len() as u64));
-    g.bench_function("build (encode + checksum)", |b| {
-        b.iter(|| black_box(snapshot::encode(&b100k).unwrap()))
-    });
-    g.bench_function("install (verify + decode)", |b| {
-        b.iter_batched(
-            || bytes.clone(),
-            |v| black_box(snapshot::decode(&v).unwrap()),
-            BatchSize::LargeInput,
-        )
-    });
-    g.finish();
+    for (name, body) in [
+        ("snapshot (100k stock levels)", body(100_000)),
+        (
+            "snapshot (100k idempotency records)",
+            idempotency_body(100_000),
+        ),
+    ] {
+        let json = snapshot::encode(&body).unwrap();
+        let binary = snapshot::encode_binary_body(&body).unwrap();
+        println!(
+            "{name}: JSON {} bytes, binary {} bytes",
+            json.len(),
+            binary.len()
+        );
+        let mut g = c.benchmark_group(name);
+        g.sample_size(10);
+        g.throughput(Throughput::Elements(body.records.len() as u64));
+        g.bench_function("build JSON (encode + checksum)", |b| {
+            b.iter(|| black_box(snapshot::encode(&body).unwrap()))
+        });
+        g.bench_function("build binary (encode + checksum)", |b| {
+            b.iter(|| black_box(snapshot::encode_binary_body(&body).unwrap()))
+        });
+        for (format, bytes) in [("JSON", &json), ("binary", &binary)] {
+            g.bench_function(format!("install {format} (verify + decode)"), |b| {
+                b.iter_batched(
+                    || bytes.clone(),
+                    |v| black_box(snapshot::decode(&v).unwrap()),
+                    BatchSize::LargeInput,
+                )
+            });
+        }
+        g.finish();
+    }
 }
 
 criterion_group!(benches, bench_append, bench_wal_append, bench_snapshot);

@@ -22,4 +22,4 @@ mod tests;
 pub use command::{check_ids, Command, Condition, Op};
 pub use error::{DomainError, ErrorClass};
 pub use model::*;
-pub use state::{Applied, ApplyCtx, IdempotencyKey, Inventory, Key, Record, StateCopy};
+pub use state::{Applied, ApplyCtx, IdempotencyKey, Inventory, Key, Record, RecordRef, StateCopy};

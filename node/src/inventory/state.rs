@@ -1151,7 +1151,49 @@ pub struct StateCopy {
     clock_ms: u64,
 }
 
+/// One record of a [`StateCopy`], borrowed: what a snapshot encoder walks instead of
+/// cloning every idempotency record out of the shared table first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RecordRef<'a> {
+    /// An item, location, stock level or reservation (never an idempotency record).
+    Whole(&'a Record),
+    Idempotency {
+        key: &'a str,
+        record: &'a IdempotencyRecord,
+    },
+    Clock(u64),
+}
+
+impl RecordRef<'_> {
+    pub fn to_record(self) -> Record {
+        match self {
+            RecordRef::Whole(r) => r.clone(),
+            RecordRef::Idempotency { key, record } => Record::Idempotency {
+                key: key.to_owned(),
+                record: record.clone(),
+            },
+            RecordRef::Clock(c) => Record::Clock(c),
+        }
+    }
+}
+
 impl StateCopy {
+    /// The records by reference, in the order `Inventory::records` gives them.
+    pub fn records_ref(&self) -> impl Iterator<Item = RecordRef<'_>> {
+        let idem = self
+            .idempotency
+            .iter()
+            .map(|(key, record)| RecordRef::Idempotency {
+                key: key.as_str(),
+                record,
+            });
+        self.head
+            .iter()
+            .map(RecordRef::Whole)
+            .chain(idem)
+            .chain(std::iter::once(RecordRef::Clock(self.clock_ms)))
+    }
+
     /// The records, in the order `Inventory::records` gives them.
     pub fn into_records(self) -> impl Iterator<Item = Record> {
         // Consuming a shared map clones each entry out of it, one at a time.

@@ -813,6 +813,11 @@ fn a_copy_for_snapshot_keeps_its_moment_while_the_state_moves_on() {
         "k1 expired from the state"
     );
 
+    let by_ref: Vec<Record> = copy.records_ref().map(|r| r.to_record()).collect();
+    assert_eq!(by_ref, then, "the borrowed walk gives the same records");
+    assert!(copy
+        .records_ref()
+        .all(|r| !matches!(r, RecordRef::Whole(Record::Idempotency { .. }))));
     assert_eq!(copy.into_records().collect::<Vec<_>>(), then);
     assert_eq!(
         inv.copy_for_snapshot().into_records().collect::<Vec<_>>(),

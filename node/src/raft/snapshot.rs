@@ -1,15 +1,29 @@
 //! The snapshot format: a consistent dump of the state machine at one applied log id.
 //!
-//! `MAGIC (8 bytes) | body length (u64 LE) | crc32 of body (u32 LE) | body (JSON)`
+//! `MAGIC (8 bytes) | body length (u64 LE) | crc32 of body (u32 LE) | body`
+//!
+//! Two bodies, told apart by the magic; both are always read:
+//! - `LLSNAP01`: JSON of [`SnapshotBody`]. Every release reads it, so it is what leaves
+//!   the node (to a follower, into a backup) while a cluster may still run releases that
+//!   read nothing else.
+//! - `LLSNAP02`: binary, for the file a node builds for itself (its checkpoint). A head
+//!   (`BinaryHead`, postcard), then `u64 LE` record count and the records, then `u64 LE`
+//!   movement count and the movements, each record and movement postcard-encoded. Records
+//!   are written from borrowed state ([`RecordRef`]), so a build clones none of them.
+//!   About a quarter of the JSON's size and several times faster to write (measured:
+//!   `benches/RESULTS.md`), and a build runs every 10 000 entries on every node at once.
 //!
 //! The checksum covers the whole body; a snapshot that fails it, is truncated, or carries
 //! trailing bytes is refused with a precise error and never installed.
 
 use super::{LogId, Membership};
-use crate::inventory::{Movement, Record};
+use crate::inventory::{IdempotencyRecord, Movement, Record, RecordRef};
 use serde::{Deserialize, Serialize};
 
+/// The JSON body's magic.
 pub const MAGIC: &[u8; 8] = b"LLSNAP01";
+/// The binary body's magic.
+pub const MAGIC_BINARY: &[u8; 8] = b"LLSNAP02";
 const HEADER_LEN: usize = 8 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +56,7 @@ pub enum SnapshotError {
     Decode(String),
 }
 
+/// The JSON snapshot (`LLSNAP01`) of `body`: what every release reads.
 pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, String> {
     let json = serde_json::to_vec(body).map_err(|e| e.to_string())?;
     let mut out = Vec::with_capacity(HEADER_LEN + json.len());
@@ -52,14 +67,114 @@ pub fn encode(body: &SnapshotBody) -> Result<Vec<u8>, String> {
     Ok(out)
 }
 
-/// The checked body of a snapshot: header, length and checksum verified.
-fn checked_body(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
+/// The fields of a binary body before its records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BinaryHead {
+    pub last_applied: Option<LogId>,
+    pub membership: Membership,
+    pub ledger_through: Option<(u64, u32)>,
+}
+
+/// The binary snapshot (`LLSNAP02`) of a head, the records in `records()` order and the
+/// movements.
+pub fn encode_binary<'a>(
+    head: &BinaryHead,
+    records: impl Iterator<Item = RecordRef<'a>>,
+    movements: &[Movement],
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    out.extend_from_slice(MAGIC_BINARY);
+    out.extend_from_slice(&[0; 12]); // length and checksum, filled in below
+    let enc = |e: postcard::Error| format!("snapshot encode: {e}");
+    out = postcard::to_io(head, out).map_err(enc)?;
+    let count_at = out.len();
+    out.extend_from_slice(&[0; 8]);
+    let mut count: u64 = 0;
+    for record in records {
+        out = postcard::to_io(&BinaryRecord(record), out).map_err(enc)?;
+        count += 1;
+    }
+    out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(&(movements.len() as u64).to_le_bytes());
+    for m in movements {
+        out = postcard::to_io(m, out).map_err(enc)?;
+    }
+    let body_len = (out.len() - HEADER_LEN) as u64;
+    let sum = crc32fast::hash(&out[HEADER_LEN..]);
+    out[8..16].copy_from_slice(&body_len.to_le_bytes());
+    out[16..20].copy_from_slice(&sum.to_le_bytes());
+    Ok(out)
+}
+
+/// The binary snapshot of a whole body (its records owned).
+pub fn encode_binary_body(body: &SnapshotBody) -> Result<Vec<u8>, String> {
+    let head = BinaryHead {
+        last_applied: body.last_applied,
+        membership: body.membership.clone(),
+        ledger_through: body.ledger_through,
+    };
+    let records = body.records.iter().map(|r| match r {
+        Record::Idempotency { key, record } => RecordRef::Idempotency { key, record },
+        Record::Clock(c) => RecordRef::Clock(*c),
+        other => RecordRef::Whole(other),
+    });
+    encode_binary(&head, records, &body.movements)
+}
+
+/// A record written exactly as postcard writes [`Record`], except that an idempotency
+/// record's `ledger_movements` is always written: `Record`'s derive skips it when `None`
+/// (to keep the JSON of earlier releases), and postcard, which is positional, cannot
+/// skip a field. The variant indices are `Record`'s declaration order; a test decodes
+/// every variant back as a `Record`.
+struct BinaryRecord<'a>(RecordRef<'a>);
+
+const IDEMPOTENCY_VARIANT: u32 = 4;
+const CLOCK_VARIANT: u32 = 5;
+
+impl Serialize for BinaryRecord<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStructVariant;
+        let (key, record) = match self.0 {
+            RecordRef::Whole(Record::Idempotency { key, record }) => (key.as_str(), record),
+            RecordRef::Idempotency { key, record } => (key, record),
+            RecordRef::Whole(other) => return other.serialize(s),
+            RecordRef::Clock(c) => {
+                return s.serialize_newtype_variant("Record", CLOCK_VARIANT, "Clock", &c)
+            }
+        };
+        let mut v = s.serialize_struct_variant("Record", IDEMPOTENCY_VARIANT, "Idempotency", 2)?;
+        v.serialize_field("key", key)?;
+        v.serialize_field("record", &AllFields(record))?;
+        v.end()
+    }
+}
+
+struct AllFields<'a>(&'a IdempotencyRecord);
+
+impl Serialize for AllFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let r = self.0;
+        let mut v = s.serialize_struct("IdempotencyRecord", 4)?;
+        v.serialize_field("fingerprint", &r.fingerprint)?;
+        v.serialize_field("time_ms", &r.time_ms)?;
+        v.serialize_field("outcome", &r.outcome)?;
+        v.serialize_field("ledger_movements", &r.ledger_movements)?;
+        v.end()
+    }
+}
+
+/// The checked body of a snapshot and whether it is binary: header, length and checksum
+/// verified.
+fn checked_body(bytes: &[u8]) -> Result<(&[u8], bool), SnapshotError> {
     if bytes.len() < HEADER_LEN {
         return Err(SnapshotError::Short(bytes.len()));
     }
-    if &bytes[..8] != MAGIC {
-        return Err(SnapshotError::BadMagic);
-    }
+    let binary = match &bytes[..8] {
+        m if m == MAGIC => false,
+        m if m == MAGIC_BINARY => true,
+        _ => return Err(SnapshotError::BadMagic),
+    };
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
     let sum = u32::from_le_bytes(bytes[16..20].try_into().expect("4 bytes"));
     let body = &bytes[HEADER_LEN..];
@@ -76,11 +191,18 @@ fn checked_body(bytes: &[u8]) -> Result<&[u8], SnapshotError> {
             actual,
         });
     }
-    Ok(body)
+    Ok((body, binary))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
-    serde_json::from_slice(checked_body(bytes)?).map_err(|e| SnapshotError::Decode(e.to_string()))
+    let (body, binary) = checked_body(bytes)?;
+    if binary {
+        let mut records = Vec::new();
+        let mut out = decode_binary(body, &mut |r| records.push(r))?;
+        out.records = records;
+        return Ok(out);
+    }
+    serde_json::from_slice(body).map_err(|e| SnapshotError::Decode(e.to_string()))
 }
 
 /// Like [`decode`], but hands each record to `on_record` as it is decoded instead of
@@ -92,13 +214,71 @@ pub fn decode_each(
     on_record: &mut dyn FnMut(Record),
 ) -> Result<SnapshotBody, SnapshotError> {
     use serde::de::DeserializeSeed;
-    let body = checked_body(bytes)?;
+    let (body, binary) = checked_body(bytes)?;
+    if binary {
+        return decode_binary(body, on_record);
+    }
     let mut de = serde_json::Deserializer::from_slice(body);
     let out = BodySeed { on_record }
         .deserialize(&mut de)
         .and_then(|b| de.end().map(|()| b))
         .map_err(|e| SnapshotError::Decode(e.to_string()))?;
     Ok(out)
+}
+
+/// Reads a checked binary body; the returned body's `records` is empty.
+fn decode_binary(
+    body: &[u8],
+    on_record: &mut dyn FnMut(Record),
+) -> Result<SnapshotBody, SnapshotError> {
+    let bad = |what: &str, e: String| SnapshotError::Decode(format!("binary body, {what}: {e}"));
+    let (head, mut rest) =
+        postcard::take_from_bytes::<BinaryHead>(body).map_err(|e| bad("head", e.to_string()))?;
+    let records = take_count(&mut rest).map_err(|e| bad("record count", e))?;
+    for n in 0..records {
+        let (record, after) = postcard::take_from_bytes::<Record>(rest)
+            .map_err(|e| bad(&format!("record {n} of {records}"), e.to_string()))?;
+        on_record(record);
+        rest = after;
+    }
+    let count = take_count(&mut rest).map_err(|e| bad("movement count", e))?;
+    // Every movement takes more than one byte: a count past that is corrupt, and is not
+    // trusted with an allocation.
+    if count > rest.len() as u64 {
+        return Err(bad(
+            "movement count",
+            format!("{count} in {} bytes", rest.len()),
+        ));
+    }
+    let mut movements = Vec::with_capacity(count as usize);
+    for n in 0..count {
+        let (m, after) = postcard::take_from_bytes::<Movement>(rest)
+            .map_err(|e| bad(&format!("movement {n} of {count}"), e.to_string()))?;
+        movements.push(m);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        return Err(bad(
+            "end",
+            format!("{} bytes after the last movement", rest.len()),
+        ));
+    }
+    Ok(SnapshotBody {
+        last_applied: head.last_applied,
+        membership: head.membership,
+        records: Vec::new(),
+        movements,
+        ledger_through: head.ledger_through,
+    })
+}
+
+/// Takes a `u64 LE` count off the front of `rest`.
+fn take_count(rest: &mut &[u8]) -> Result<u64, String> {
+    let Some((count, after)) = rest.split_first_chunk::<8>() else {
+        return Err(format!("{} bytes left, 8 needed", rest.len()));
+    };
+    *rest = after;
+    Ok(u64::from_le_bytes(*count))
 }
 
 /// Decodes a [`SnapshotBody`] whose `records` go to a callback, one at a time.
@@ -194,7 +374,95 @@ impl<'de> serde::de::Visitor<'de> for RecordsSeed<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::Inventory;
+    use crate::inventory::{ApplyCtx, Command, IdempotencyKey, Inventory, LocationKind, Op};
+
+    /// A body with a record of every kind: an item with attributes, a location, stock
+    /// levels, an open reservation, idempotency records with and without
+    /// `ledger_movements`, the clock; movements; a membership and an applied id.
+    fn rich_body(ledger_through: Option<(u64, u32)>) -> SnapshotBody {
+        let mut inv = Inventory::genesis();
+        let ops = [
+            Op::CreateItem {
+                id: "sku-1".into(),
+                name: "Widget é ✓".into(),
+                unit: "each".into(),
+                attributes: [("colour".to_string(), "red".to_string())].into(),
+                low_stock_threshold: 3,
+            },
+            Op::CreateLocation {
+                id: "w1".into(),
+                name: "Main".into(),
+                kind: LocationKind::Warehouse,
+            },
+            Op::Receive {
+                item: "sku-1".into(),
+                location: "w1".into(),
+                quantity: 40,
+                from: String::new(),
+                reason: "po-1".into(),
+                reference: "ref".into(),
+            },
+            Op::Reserve {
+                id: "r1".into(),
+                item: "sku-1".into(),
+                location: "w1".into(),
+                quantity: 5,
+                ttl_ms: 60_000,
+                reference: "order-9".into(),
+            },
+        ];
+        let mut movements = Vec::new();
+        for (n, op) in ops.into_iter().enumerate() {
+            let ctx = ApplyCtx {
+                revision: 1_024 * (n as u64 + 1),
+                time_ms: 5_000 + n as u64,
+                idempotency: Some(IdempotencyKey {
+                    key: format!("key-{n}-{}", "x".repeat(30 * n)),
+                    fingerprint: u64::MAX - n as u64,
+                }),
+            };
+            let out = inv.apply(&Command::single(op), &ctx).result.unwrap();
+            movements.extend(out.movements);
+        }
+        let mut records: Vec<Record> = inv.records().collect();
+        // An earlier release's idempotency record: its movements inline, no count.
+        for r in &mut records {
+            if let Record::Idempotency { key, record } = r {
+                if key.starts_with("key-2") {
+                    record.ledger_movements = None;
+                    record.outcome.movements = movements.clone();
+                }
+            }
+        }
+        assert!(records.iter().any(
+            |r| matches!(r, Record::Idempotency { record, .. } if record.ledger_movements.is_some())
+        ));
+        let sample = membership_sample();
+        SnapshotBody {
+            last_applied: sample.last_applied,
+            membership: sample.membership,
+            records,
+            movements: if ledger_through.is_some() {
+                Vec::new()
+            } else {
+                movements
+            },
+            ledger_through,
+        }
+    }
+
+    /// A body with a three-node membership and an applied id (via JSON, the only way
+    /// openraft's membership types are built here without a running cluster).
+    fn membership_sample() -> SnapshotBody {
+        let json = br#"{"last_applied":{"leader_id":{"term":3,"node_id":2},"index":77},
+            "membership":{"log_id":{"leader_id":{"term":1,"node_id":1},"index":2},
+            "membership":{"configs":[[1,2,3]],"nodes":{
+            "1":{"peer_addr":"a:1","client_addr":"a:2","admin_addr":"a:3"},
+            "2":{"peer_addr":"b:1","client_addr":"b:2","admin_addr":""},
+            "3":{"peer_addr":"c:1","client_addr":"c:2","admin_addr":"c:3"}}}},
+            "records":[],"movements":[]}"#;
+        serde_json::from_slice(json).unwrap()
+    }
 
     fn sample() -> Vec<u8> {
         let body = SnapshotBody {
@@ -270,5 +538,133 @@ mod tests {
         let mut longer = bytes;
         longer.push(0);
         assert!(matches!(decode(&longer), Err(SnapshotError::Length { .. })));
+    }
+
+    /// A header with the right length and checksum around any body.
+    fn sealed(magic: &[u8; 8], body: &[u8]) -> Vec<u8> {
+        let mut out = magic.to_vec();
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn the_binary_body_round_trips_every_record_kind() {
+        for through in [None, Some((4_096, 1))] {
+            let body = rich_body(through);
+            let bytes = encode_binary_body(&body).unwrap();
+            assert_eq!(&bytes[..8], MAGIC_BINARY);
+            assert_eq!(decode(&bytes).unwrap(), body);
+            let mut seen = Vec::new();
+            let mut rest = decode_each(&bytes, &mut |r| seen.push(r)).unwrap();
+            assert_eq!(seen, body.records);
+            rest.records = seen;
+            assert_eq!(rest, body);
+            let json = encode(&body).unwrap();
+            assert!(
+                bytes.len() * 2 < json.len(),
+                "{} vs {}",
+                bytes.len(),
+                json.len()
+            );
+        }
+    }
+
+    /// The borrowed walk of a state copy encodes byte for byte what its owned records do.
+    #[test]
+    fn encoding_a_state_copy_by_reference_equals_encoding_its_records() {
+        let body = rich_body(Some((9, 0)));
+        let mut inv = Inventory::genesis();
+        for r in body.records.iter().cloned() {
+            inv.load_record(r);
+        }
+        let copy = inv.copy_for_snapshot();
+        let head = BinaryHead {
+            last_applied: body.last_applied,
+            membership: body.membership.clone(),
+            ledger_through: body.ledger_through,
+        };
+        let by_ref = encode_binary(&head, copy.records_ref(), &[]).unwrap();
+        assert_eq!(by_ref, encode_binary_body(&body).unwrap());
+    }
+
+    /// Where `Record`'s derive writes every field, the binary record is the same bytes, so
+    /// its hand-written variant indices are `Record`'s; where the derive would skip
+    /// `ledger_movements`, only the binary record writes it, and it reads back.
+    #[test]
+    fn a_binary_record_is_postcard_of_the_record() {
+        let body = rich_body(None);
+        let mut skipped = 0;
+        for r in &body.records {
+            let as_ref = match r {
+                Record::Idempotency { key, record } => RecordRef::Idempotency { key, record },
+                Record::Clock(c) => RecordRef::Clock(*c),
+                other => RecordRef::Whole(other),
+            };
+            let ours = postcard::to_stdvec(&BinaryRecord(as_ref)).unwrap();
+            assert_eq!(postcard::from_bytes::<Record>(&ours).unwrap(), *r);
+            let theirs = postcard::to_stdvec(r).unwrap();
+            match r {
+                Record::Idempotency { record, .. } if record.ledger_movements.is_none() => {
+                    skipped += 1;
+                    assert_eq!(ours.len(), theirs.len() + 1, "one byte for `None`");
+                }
+                _ => assert_eq!(ours, theirs, "{r:?}"),
+            }
+            assert_eq!(
+                postcard::to_stdvec(&BinaryRecord(RecordRef::Whole(r))).unwrap(),
+                ours
+            );
+        }
+        assert_eq!(skipped, 1);
+    }
+
+    /// Every cut of a binary body, every flipped byte, a count past the bytes and a byte
+    /// past the end, each resealed with a correct checksum so the body decoder itself is
+    /// tried: a precise error or (for a flip that still decodes) a body, never a panic.
+    #[test]
+    fn a_damaged_binary_body_is_refused_without_panicking() {
+        let bytes = encode_binary_body(&rich_body(None)).unwrap();
+        let body = &bytes[HEADER_LEN..];
+        for cut in 0..body.len() {
+            let r = decode(&sealed(MAGIC_BINARY, &body[..cut]));
+            assert!(
+                matches!(r, Err(SnapshotError::Decode(_))),
+                "cut at {cut}: {r:?}"
+            );
+        }
+        for at in 0..body.len() {
+            let mut flipped = body.to_vec();
+            flipped[at] ^= 0xff;
+            let _ = decode(&sealed(MAGIC_BINARY, &flipped));
+            let _ = decode_each(&sealed(MAGIC_BINARY, &flipped), &mut |_| {});
+        }
+        let mut longer = body.to_vec();
+        longer.push(0);
+        let err = decode(&sealed(MAGIC_BINARY, &longer)).unwrap_err();
+        assert!(err.to_string().contains("after the last movement"), "{err}");
+        // The movement count is the 8 bytes before the movements; a huge one is refused
+        // before anything is allocated for it.
+        let empty = encode_binary_body(&SnapshotBody {
+            movements: Vec::new(),
+            ..rich_body(None)
+        })
+        .unwrap();
+        let mut huge = empty[HEADER_LEN..].to_vec();
+        let at = huge.len() - 8;
+        huge[at..].copy_from_slice(&u64::MAX.to_le_bytes());
+        let err = decode(&sealed(MAGIC_BINARY, &huge)).unwrap_err();
+        assert!(err.to_string().contains("movement count"), "{err}");
+        // A JSON body under the binary magic, and the other way round.
+        let json = encode(&rich_body(None)).unwrap();
+        assert!(matches!(
+            decode(&sealed(MAGIC_BINARY, &json[HEADER_LEN..])),
+            Err(SnapshotError::Decode(_))
+        ));
+        assert!(matches!(
+            decode(&sealed(MAGIC, body)),
+            Err(SnapshotError::Decode(_))
+        ));
     }
 }

@@ -650,7 +650,7 @@ async fn convert_to_checkpoint<E: Engine + ?Sized>(
         movements: Vec::new(),
         ledger_through: loaded.ledger_end,
     };
-    let bytes = snapshot::encode(&body).map_err(StoreError::Encode)?;
+    let bytes = snapshot::encode_binary_body(&body).map_err(StoreError::Encode)?;
     write_file_durably(snapshot_path, &bytes)?;
     set_checkpoint(engine, body.last_applied).await?;
     // With the checkpoint set, a start no longer reads these; a crash before they are gone
@@ -707,6 +707,19 @@ fn lower_thread_priority() {
     if rc != 0 {
         tracing::debug!(error = %std::io::Error::last_os_error(), "snapshot build runs at normal priority");
     }
+}
+
+/// CPU time the calling thread has used, in ms (0 if the OS does not say). The build's
+/// log line reports it: its wall time mostly measures how long its low priority made it
+/// wait, not what it cost.
+fn thread_cpu_ms() -> u64 {
+    // SAFETY: getrusage writes one `rusage` into the zeroed struct we own.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) } != 0 {
+        return 0;
+    }
+    let ms = |t: libc::timeval| t.tv_sec as u64 * 1_000 + t.tv_usec as u64 / 1_000;
+    ms(ru.ru_utime) + ms(ru.ru_stime)
 }
 
 /// Bytes of a large file written between its intermediate flushes (`write_file_durably`).
@@ -778,13 +791,20 @@ pub(crate) async fn rewrite_state<E: Engine>(
 }
 
 fn snapshot_meta(body: &SnapshotBody) -> SnapshotMeta<NodeId, super::NodeInfo> {
-    let snapshot_id = match &body.last_applied {
+    snapshot_meta_of(body.last_applied, &body.membership)
+}
+
+fn snapshot_meta_of(
+    last_applied: Option<LogId>,
+    membership: &Membership,
+) -> SnapshotMeta<NodeId, super::NodeInfo> {
+    let snapshot_id = match &last_applied {
         Some(l) => format!("{}-{}-{}", l.leader_id.term, l.leader_id.node_id, l.index),
         None => "empty".to_string(),
     };
     SnapshotMeta {
-        last_log_id: body.last_applied,
-        last_membership: body.membership.clone(),
+        last_log_id: last_applied,
+        last_membership: membership.clone(),
         snapshot_id,
     }
 }
@@ -799,6 +819,21 @@ struct Captured {
 }
 
 impl Captured {
+    /// The binary snapshot file of this copy, referring to the ledger through
+    /// `ledger_end`: the records are encoded from the copy where they lie, none cloned.
+    fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
+        let head = snapshot::BinaryHead {
+            last_applied: self.last_applied,
+            membership: self.membership.clone(),
+            ledger_through: self.ledger_end,
+        };
+        snapshot::encode_binary(&head, self.state.records_ref(), &[])
+    }
+
+    fn meta(&self) -> SnapshotMeta<NodeId, super::NodeInfo> {
+        snapshot_meta_of(self.last_applied, &self.membership)
+    }
+
     /// A body that refers to the ledger through `ledger_end` (no movements copied).
     fn into_body(self) -> SnapshotBody {
         SnapshotBody {
@@ -832,17 +867,19 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             .spawn(move || {
                 lower_thread_priority();
                 let result = (|| {
-                    let body = captured.into_body();
-                    let bytes = snapshot::encode(&body).map_err(StoreError::Encode)?;
+                    let bytes = captured.encode_checkpoint().map_err(StoreError::Encode)?;
                     write_file_durably(&path, &bytes)?;
-                    // Only the meta goes back: the records (one per idempotency key, a
-                    // hundred thousand and more) are freed here, not on a runtime worker.
-                    Ok::<_, StoreError>((snapshot_meta(&body), bytes))
+                    // Only the meta goes back: the copy (its share of the idempotency
+                    // table, a hundred thousand records and more) is freed here, not on
+                    // a runtime worker.
+                    let meta = captured.meta();
+                    drop(captured);
+                    Ok::<_, StoreError>((meta, bytes, thread_cpu_ms()))
                 })();
                 let _ = done.send(result);
             })
             .map_err(write_err)?;
-        let (meta, bytes) = built
+        let (meta, bytes, build_cpu_ms) = built
             .await
             .map_err(|_| write_err("the snapshot-build thread ended without a result (panicked)"))?
             .map_err(write_err)?;
@@ -859,6 +896,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             copied_ms,
             flushed_ms,
             written_ms,
+            build_cpu_ms,
             total_ms = started.elapsed().as_millis() as u64,
             "built snapshot"
         );
@@ -1324,15 +1362,26 @@ mod tests {
         assert_eq!(whole.ledger_through, None);
 
         let mut builder = sm.get_snapshot_builder().await;
-        let built = builder.build_snapshot().await.unwrap();
-        let local = snapshot::decode(&built.snapshot.into_inner()).unwrap();
+        let built = builder
+            .build_snapshot()
+            .await
+            .unwrap()
+            .snapshot
+            .into_inner();
+        // The node's own file is binary; what leaves the node is the JSON every release
+        // reads (a follower may still run one that reads nothing else).
+        assert_eq!(&built[..8], snapshot::MAGIC_BINARY);
+        let local = snapshot::decode(&built).unwrap();
         assert!(local.movements.is_empty(), "the build copies no ledger");
         assert_eq!(local.ledger_through, Some((4 * 1024, 0)));
+        assert_eq!(local.records, whole.records);
 
         // Applied after the build: not part of that snapshot.
         sm.apply(log[4..].to_vec()).await.unwrap();
         let sent = sm.get_current_snapshot().await.unwrap().unwrap();
-        let sent = snapshot::decode(&sent.snapshot.into_inner()).unwrap();
+        let sent = sent.snapshot.into_inner();
+        assert_eq!(&sent[..8], snapshot::MAGIC);
+        let sent = snapshot::decode(&sent).unwrap();
         assert_eq!(sent.ledger_through, None);
         assert_eq!(
             sent, whole,
