@@ -8,6 +8,7 @@
 # By default the restart re-applies the whole load from the Raft log (it is shorter than
 # one snapshot interval). SNAPSHOT_FIRST=1 takes a snapshot (POST /snapshot) before the
 # stop, so the restart loads the snapshot file instead: the two ends of what a restart does.
+# NODE_BIN=path runs that laundry-node build instead of this tree's (for A/B comparisons).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 items="${1:-100000}"
@@ -16,8 +17,9 @@ cargo build --quiet --release -p laundry-node -p laundry-benches --bin laundry-n
 bin="${CARGO_TARGET_DIR:-target}/release"
 data=$(mktemp -d)
 trap 'kill $(cat "$data/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$data"' EXIT
+node_bin="${NODE_BIN:-$bin/laundry-node}"
 start() {
-  "$bin/laundry-node" --id 1 --data-dir "$data/node" --client-addr 127.0.0.1:19901 --peer-addr 127.0.0.1:19902 \
+  "$node_bin" --id 1 --data-dir "$data/node" --client-addr 127.0.0.1:19901 --peer-addr 127.0.0.1:19902 \
     --admin-addr 127.0.0.1:19903 --plaintext --initial-members 1=127.0.0.1:19902/127.0.0.1:19901 \
     --admin-token bench-restart-token >>"$data/node.log" 2>&1 &
   echo $! >"$data/pid"

@@ -12,7 +12,8 @@
 #   scripts/check-rolling-upgrade.sh OLD_BIN [SECONDS_PER_PHASE]
 #
 # OLD_BIN: the earlier release's laundry-node (e.g. built from its tag with
-# `cargo build --release -p laundry-node` in a separate worktree).
+# `cargo build --release -p laundry-node` in a separate worktree). NEW_BIN=path tests that
+# build as the new release instead of this tree's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old_bin="$(realpath "${1:?usage: check-rolling-upgrade.sh OLD_BIN [SECONDS_PER_PHASE]}")"
@@ -29,7 +30,7 @@ trap cleanup EXIT
 
 cargo build --quiet --release -p laundry-node -p laundry-client -p laundry-benches \
   --bin laundry-node --bin laundryctl --bin laundry-bench
-new_bin="$target/laundry-node"
+new_bin="${NEW_BIN:-$target/laundry-node}"
 
 members=""
 for id in 1 2 3; do
