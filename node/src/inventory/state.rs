@@ -1164,6 +1164,16 @@ pub enum RecordRef<'a> {
     Clock(u64),
 }
 
+impl<'a> From<&'a Record> for RecordRef<'a> {
+    fn from(r: &'a Record) -> Self {
+        match r {
+            Record::Idempotency { key, record } => RecordRef::Idempotency { key, record },
+            Record::Clock(c) => RecordRef::Clock(*c),
+            other => RecordRef::Whole(other),
+        }
+    }
+}
+
 impl RecordRef<'_> {
     pub fn to_record(self) -> Record {
         match self {

@@ -113,12 +113,11 @@ pub fn encode_binary_body(body: &SnapshotBody) -> Result<Vec<u8>, String> {
         membership: body.membership.clone(),
         ledger_through: body.ledger_through,
     };
-    let records = body.records.iter().map(|r| match r {
-        Record::Idempotency { key, record } => RecordRef::Idempotency { key, record },
-        Record::Clock(c) => RecordRef::Clock(*c),
-        other => RecordRef::Whole(other),
-    });
-    encode_binary(&head, records, &body.movements)
+    encode_binary(
+        &head,
+        body.records.iter().map(RecordRef::from),
+        &body.movements,
+    )
 }
 
 /// A record written exactly as postcard writes [`Record`], except that an idempotency
@@ -597,12 +596,7 @@ mod tests {
         let body = rich_body(None);
         let mut skipped = 0;
         for r in &body.records {
-            let as_ref = match r {
-                Record::Idempotency { key, record } => RecordRef::Idempotency { key, record },
-                Record::Clock(c) => RecordRef::Clock(*c),
-                other => RecordRef::Whole(other),
-            };
-            let ours = postcard::to_stdvec(&BinaryRecord(as_ref)).unwrap();
+            let ours = postcard::to_stdvec(&BinaryRecord(RecordRef::from(r))).unwrap();
             assert_eq!(postcard::from_bytes::<Record>(&ours).unwrap(), *r);
             let theirs = postcard::to_stdvec(r).unwrap();
             match r {
