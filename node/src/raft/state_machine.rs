@@ -1111,8 +1111,10 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         };
         let mut body =
             snapshot::decode(&bytes).map_err(|e| read_err(format!("{}: {e}", path.display())))?;
-        if body.ledger_through.is_some() {
-            // Leaving the node (to a follower): carry the ledger itself.
+        // Leaving the node (to a follower): carry the ledger itself, as the JSON every
+        // release reads. A file this node built is binary even when it refers to no ledger
+        // (nothing had moved yet), so the format is checked too, not only the reference.
+        if body.ledger_through.is_some() || !bytes.starts_with(snapshot::MAGIC) {
             self.fill_ledger(&mut body).map_err(read_err)?;
             bytes = snapshot::encode(&body).map_err(read_err)?;
         }
@@ -1404,6 +1406,35 @@ mod tests {
 
     /// A log of single-command entries from index 1: item `a`, warehouse `w`, then one
     /// receipt of `a` at `w` per quantity (one movement each).
+    /// A node's own file built before anything moved refers to no ledger, and is binary;
+    /// the snapshot sent from it is still JSON, whole, and installs on a fresh node.
+    #[tokio::test]
+    async fn a_snapshot_built_before_any_movement_still_leaves_the_node_as_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = fresh(&dir).await;
+        let log = item_warehouse_and_receipts(&[]);
+        sm.apply(log).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        let built = builder.build_snapshot().await.unwrap();
+        let built_bytes = built.snapshot.into_inner();
+        assert_eq!(&built_bytes[..8], snapshot::MAGIC_BINARY);
+        assert_eq!(snapshot::decode(&built_bytes).unwrap().ledger_through, None);
+
+        let sent = sm.get_current_snapshot().await.unwrap().unwrap();
+        let sent_bytes = sent.snapshot.into_inner();
+        assert_eq!(&sent_bytes[..8], snapshot::MAGIC, "peers get JSON");
+        let body = snapshot::decode(&sent_bytes).unwrap();
+        assert_eq!(body.records, sm.snapshot_body().await.unwrap().records);
+
+        let other = tempfile::tempdir().unwrap();
+        let mut receiver = fresh(&other).await;
+        receiver
+            .install_snapshot(&sent.meta, Box::new(Cursor::new(sent_bytes)))
+            .await
+            .unwrap();
+        assert!(receiver.read().inventory.item("a").is_some());
+    }
+
     fn item_warehouse_and_receipts(quantities: &[i64]) -> Vec<Entry<TypeConfig>> {
         use crate::inventory::{LocationKind, Op};
         let mut ops = vec![
