@@ -263,13 +263,17 @@ fn with_cluster<T>(
     >,
 ) -> Result<T, String> {
     use laundry_jepsen::campaign;
-    let hosts = Hosts::create(cfg.nodes, std::process::id()).map_err(|e| e.to_string())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
+        // The handlers go in before any host or node exists: a signal that arrives while
+        // they are being set up is held until the run below starts, which then stops at
+        // once, still tearing everything down (the default action would kill only us).
+        let signals = StopSignals::install();
+        let hosts = Hosts::create(cfg.nodes, std::process::id()).map_err(|e| e.to_string())?;
         let mut cluster = campaign::Cluster::start(
             hosts,
             &cfg.node_bin,
@@ -283,7 +287,7 @@ fn with_cluster<T>(
         // dying with the process and being left running.
         let out = tokio::select! {
             out = run(cfg, &mut cluster) => out,
-            signal = terminated() => Err(format!(
+            signal = signals.received() => Err(format!(
                 "stopped by {signal}; the nodes were killed and the hosts torn down"
             )),
         };
@@ -292,19 +296,32 @@ fn with_cluster<T>(
     })
 }
 
-/// Resolves with the signal's name once the process gets SIGTERM or SIGINT; never if the
-/// handlers cannot be installed (the run then goes on as before).
-async fn terminated() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => tokio::select! {
-            _ = term.recv() => "SIGTERM",
-            _ = int.recv() => "SIGINT",
-        },
-        _ => std::future::pending().await,
+/// SIGTERM and SIGINT handlers; `None` if they could not be installed (a run then goes on
+/// as before, and a signal ends the process the default way).
+struct StopSignals(Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>);
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(term), Ok(int)) => StopSignals(Some((term, int))),
+            _ => StopSignals(None),
+        }
+    }
+
+    /// Resolves with the signal's name once one has arrived since `install`; never
+    /// without handlers.
+    async fn received(mut self) -> &'static str {
+        match &mut self.0 {
+            Some((term, int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            None => std::future::pending().await,
+        }
     }
 }
 
