@@ -3,7 +3,9 @@
 # missing) and a 3-node Laundry List, both on loopback with fsync on, the same load
 # generator, concurrency and duration. Workloads: blind single-line write (etcd Put vs
 # Laundry Adjust +1) and conditional decrement (etcd read + compare-and-swap on the mod
-# revision vs Laundry Adjust -1, which checks stock in the state machine).
+# revision vs Laundry Adjust -1, which checks stock in the state machine), and linearizable
+# single-key read (etcd Range at the default linearizable consistency vs Laundry GetStock at
+# linearizable consistency; both confirm leadership with a quorum, batched).
 #
 #   scripts/bench-vs-etcd.sh [DURATION_S] [CLIENTS]
 set -euo pipefail
@@ -52,3 +54,5 @@ row etcd "$etcd_eps" put=100 "blind single-line write"
 row laundry "$ll_eps" put=100 "blind single-line write"
 row etcd "$etcd_eps" adjust=100 "conditional decrement"
 row laundry "$ll_eps" adjust=100 "conditional decrement"
+row etcd "$etcd_eps" read=100 "linearizable read"
+row laundry "$ll_eps" read=100 "linearizable read"

@@ -44,6 +44,7 @@ pub struct Metrics {
     pub proposal_seconds: Histogram,
     pub fsync_seconds: Histogram,
     pub proposal_batch_commands: Histogram,
+    pub read_batch_reads: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub leader_changes: Counter,
     pub snapshots: Family<SnapshotLabels, Counter>,
@@ -73,6 +74,9 @@ impl Metrics {
             proposal_seconds: Histogram::new(latency_buckets()),
             fsync_seconds: Histogram::new(latency_buckets()),
             proposal_batch_commands: Histogram::new(
+                prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
+            ),
+            read_batch_reads: Histogram::new(
                 prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
             ),
             requests: Family::default(),
@@ -106,6 +110,11 @@ impl Metrics {
                 "proposal_batch_commands",
                 "Commands gathered into one Raft entry (group commit)",
                 m.proposal_batch_commands.clone(),
+            );
+            r.register(
+                "read_batch_reads",
+                "Linearizable reads answered by one leadership check (ReadIndex batching)",
+                m.read_batch_reads.clone(),
             );
             r.register(
                 "grpc_requests",

@@ -12,6 +12,7 @@ use crate::server::inventory::{propose_expiry, InventoryApi};
 use crate::server::metered::MeteredLayer;
 use crate::server::peer::PeerApi;
 use crate::server::proposer::Proposer;
+use crate::server::read_index::ReadBatcher;
 use crate::storage::SledEngine;
 use crate::tls::{Tls, TlsListener};
 use anyhow::Context;
@@ -127,6 +128,7 @@ pub async fn run(
         sm: sm.clone(),
         metrics: metrics.clone(),
         proposer: Proposer::start(raft.clone(), metrics.clone()),
+        reads: ReadBatcher::start(raft.clone(), metrics.clone()),
         fault: cfg.test_fault,
     });
     if let Some(f) = cfg.test_fault {

@@ -6,6 +6,7 @@
 
 use super::convert;
 use super::proposer::{ProposeError, Proposer};
+use super::read_index::{ReadBatcher, ReadError};
 use super::status::{self, invalid};
 use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
 use crate::metrics::Metrics;
@@ -14,7 +15,6 @@ use crate::raft::Raft;
 use crate::storage::Engine;
 use laundry_proto::v1 as pb;
 use laundry_proto::v1::inventory_service_server::InventoryService;
-use openraft::error::{CheckIsLeaderError, RaftError};
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
@@ -33,6 +33,8 @@ pub struct InventoryApi<E: Engine> {
     pub metrics: Arc<Metrics>,
     /// Where writes go: batched into Raft entries.
     pub proposer: Proposer,
+    /// Where linearizable reads confirm leadership: one quorum round per batch of reads.
+    pub reads: ReadBatcher,
     /// A deliberate bug for the fault-injection suite to catch (`--unsafe-test-fault`).
     pub fault: Option<crate::config::TestFault>,
 }
@@ -125,15 +127,15 @@ impl<E: Engine> InventoryApi<E> {
             {
                 Ok(())
             }
-            Ok(pb::Consistency::Linearizable) => match self.raft.ensure_linearizable().await {
+            Ok(pb::Consistency::Linearizable) => match self.reads.linearizable().await {
                 Ok(_) => Ok(()),
-                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
-                    Err(status::not_leader(f.leader_id, f.leader_node))
+                Err(ReadError::NotLeader {
+                    leader_id,
+                    leader_node,
+                }) => Err(status::not_leader(leader_id, leader_node)),
+                Err(e @ (ReadError::QuorumNotReached(_) | ReadError::Stopped(_))) => {
+                    Err(Status::unavailable(e.to_string()))
                 }
-                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e))) => Err(
-                    Status::unavailable(format!("cannot confirm leadership: {e}")),
-                ),
-                Err(RaftError::Fatal(e)) => Err(Status::unavailable(format!("node stopped: {e}"))),
             },
             Err(_) => Err(invalid(
                 "read.consistency",
