@@ -13,7 +13,7 @@ pub mod etcd {
 
 use hdrhistogram::Histogram;
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The operations the load generator issues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -209,6 +209,34 @@ impl Report {
     }
 }
 
+/// The open-loop schedule: releases operation k at `started + k / rate_per_s` to
+/// `workers[k mod workers.len()]`, sending that instant so the worker times the operation
+/// from it (an operation held up behind a slow one still counts its wait). Runs on its own
+/// thread: a thread's sleep wakes within tens of microseconds, where tokio's timer fires on
+/// whole milliseconds. Bounded: stops after `releases` or at `deadline`, then drops the
+/// senders so the workers finish.
+pub fn release_schedule(
+    started: Instant,
+    deadline: Instant,
+    rate_per_s: u64,
+    releases: u64,
+    workers: Vec<tokio::sync::mpsc::UnboundedSender<Instant>>,
+) {
+    assert!(rate_per_s > 0 && !workers.is_empty());
+    let period = Duration::from_secs_f64(1.0 / rate_per_s as f64);
+    for k in 0..releases {
+        let at = started + period.mul_f64(k as f64);
+        if at >= deadline {
+            break;
+        }
+        if let Some(wait) = at.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        // A worker that ended early (its op budget spent) has dropped its receiver.
+        let _ = workers[(k % workers.len() as u64) as usize].send(at);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +276,49 @@ mod tests {
         );
         assert_eq!(rows.as_array().unwrap().last().unwrap()["ok"], 101);
         assert!(a.table(Duration::from_secs(1)).contains("adjust"));
+    }
+
+    #[test]
+    fn the_schedule_releases_each_operation_on_time_round_robin() {
+        let (txs, mut rxs): (Vec<_>, Vec<_>) = (0..4)
+            .map(|_| tokio::sync::mpsc::unbounded_channel::<Instant>())
+            .unzip();
+        let started = Instant::now();
+        let far = started + Duration::from_secs(60);
+        // 2 000/s: one release every 500 µs; 40 releases take about 20 ms.
+        release_schedule(started, far, 2_000, 40, txs);
+        let period = Duration::from_micros(500);
+        for (w, rx) in rxs.iter_mut().enumerate() {
+            let mut k = w as u32;
+            while let Ok(at) = rx.try_recv() {
+                assert_eq!(at, started + period * k, "worker {w} got release {k}");
+                k += 4;
+            }
+            assert_eq!(k, 40 + w as u32, "worker {w} missed releases");
+            assert!(rx.try_recv().is_err());
+        }
+        assert!(
+            started.elapsed() >= period * 39,
+            "released ahead of schedule"
+        );
+        // A deadline ends the schedule early; the senders are dropped either way.
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+        let started = Instant::now();
+        release_schedule(
+            started,
+            started + Duration::from_millis(5),
+            1_000,
+            1_000,
+            vec![tx],
+        );
+        let mut n = 0;
+        while rx.try_recv().is_ok() {
+            n += 1;
+        }
+        assert_eq!(
+            n, 5,
+            "releases at 0-4 ms, none at or after the 5 ms deadline"
+        );
+        assert!(rx.blocking_recv().is_none(), "the sender was dropped");
     }
 }

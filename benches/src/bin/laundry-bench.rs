@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use laundry_benches::etcd::{self, kv_client::KvClient};
-use laundry_benches::{Mix, OpKind, Report};
+use laundry_benches::{release_schedule, Mix, OpKind, Report};
 use laundry_client::{pb, Client, ClientConfig, ClientError, ClientTls};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -363,41 +363,54 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if args.rate == Some(0) {
         return Err("--rate must be > 0".into());
     }
-    // Per worker: one operation every `interval`, workers staggered across the interval.
-    let interval = args
-        .rate
-        .map(|r| Duration::from_secs_f64(args.clients as f64 / r as f64));
     let budget = Arc::new(AtomicU64::new(args.ops.unwrap_or(u64::MAX)));
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration_s);
+    // Open loop: `release_schedule` hands each worker its operations' scheduled instants
+    // from a thread (tokio's timer, used before, fires on whole milliseconds and released
+    // the operations of each millisecond together, adding up to a millisecond to each).
+    let mut schedules = Vec::with_capacity(args.clients);
+    if let Some(rate) = args.rate {
+        let mut senders = Vec::with_capacity(args.clients);
+        for _ in 0..args.clients {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Instant>();
+            senders.push(tx);
+            schedules.push(Some(rx));
+        }
+        // Bounded: at most rate × duration_s releases (or --ops), then the senders drop
+        // and the workers finish.
+        let releases = rate
+            .saturating_mul(args.duration_s)
+            .min(args.ops.unwrap_or(u64::MAX));
+        std::thread::spawn(move || release_schedule(started, deadline, rate, releases, senders));
+    } else {
+        schedules.resize_with(args.clients, || None);
+    }
     let mut workers = Vec::with_capacity(args.clients);
-    for w in 0..args.clients {
-        let (target, mix, budget, items, clients) = (
-            target.clone(),
-            mix.clone(),
-            budget.clone(),
-            args.items,
-            args.clients,
-        );
+    for (w, mut schedule) in schedules.into_iter().enumerate() {
+        let (target, mix, budget, items) =
+            (target.clone(), mix.clone(), budget.clone(), args.items);
         workers.push(tokio::spawn(async move {
             let mut report = Report::default();
             let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((w as u64 + 1) * 0x2545_f491_4f6c_dd1d);
-            let mut next = interval.map(|i| started + i.mul_f64(w as f64 / clients as f64));
-            while Instant::now() < deadline
-                && budget
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                    .is_ok()
-            {
+            loop {
+                let t = match schedule.as_mut() {
+                    Some(rx) => match rx.recv().await {
+                        Some(at) => at,
+                        None => break,
+                    },
+                    None => Instant::now(),
+                };
+                if Instant::now() >= deadline
+                    || budget
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                        .is_err()
+                {
+                    break;
+                }
                 let r = xorshift(&mut rng);
                 let kind = mix.pick(r);
                 let item = format!("bench-{}", (r >> 20) as usize % items);
-                let t = match next {
-                    Some(at) => {
-                        tokio::time::sleep_until(at.into()).await;
-                        at
-                    }
-                    None => Instant::now(),
-                };
                 let ok = match &target {
                     Target::Laundry(client) => one(client, kind, item, (r >> 40) & 1 == 1).await,
                     Target::Etcd(kvs) => {
@@ -406,7 +419,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     }
                 };
                 report.record(kind, t.elapsed(), ok);
-                next = next.zip(interval).map(|(at, i)| at + i);
             }
             report
         }));
