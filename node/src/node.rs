@@ -191,9 +191,11 @@ pub async fn run(
         bootstrap(&raft, &cfg, tls.as_deref()).await?;
     }
 
-    // Count leader changes as this node observes them.
+    // Count leader changes as this node observes them. The server metrics channel changes
+    // only with vote, role, leader or membership; the full `RaftMetrics` channel is sent on
+    // every step of the log, which woke a watcher on it thousands of times a second.
     let leader_watch = {
-        let mut rx = raft.metrics();
+        let mut rx = raft.server_metrics();
         let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut last = rx.borrow().current_leader;
@@ -251,16 +253,18 @@ pub async fn run(
     tracing::info!(id = cfg.id, client = %cfg.client_addr, peer = %cfg.peer_addr, admin = %cfg.admin_addr, data = %cfg.data_dir.display(), "node ready");
     // A Raft core that stopped (storage error, bug) cannot serve again: exit non-zero so the
     // supervisor restarts the process, instead of lingering as a node that answers nothing.
-    let mut metrics = raft.metrics();
+    // The core sets `running_state` to its error and then ends, which closes the server
+    // metrics channel: waiting on that channel (changed only by elections and membership)
+    // costs nothing per write.
+    let mut server_metrics = raft.server_metrics();
+    let all_metrics = raft.metrics();
     let fatal = async move {
-        loop {
-            if let Err(e) = &metrics.borrow().running_state {
-                return e.to_string();
-            }
-            if metrics.changed().await.is_err() {
-                return "raft metrics closed".to_string();
-            }
-        }
+        while server_metrics.changed().await.is_ok() {}
+        let ended = match &all_metrics.borrow().running_state {
+            Err(e) => e.to_string(),
+            Ok(()) => "the raft core ended".to_string(),
+        };
+        ended
     };
     let failure = tokio::select! {
         _ = shutdown => None,
