@@ -2,7 +2,8 @@
 # Write latency under a fixed offered load: measures the closed-loop peak of single-line
 # writes at 64 clients on a fresh release-built 3-node cluster (loopback, fsync on), then
 # offers half and a quarter of that peak open loop (`laundry-bench --rate`, each write timed
-# from its scheduled start, so queueing behind a stall counts) and prints the percentiles.
+# from its scheduled start, so queueing behind a stall counts) and prints the percentiles,
+# and how many snapshot builds fell inside each run.
 # Loopback only; every run is bounded by --duration-s.
 #
 #   scripts/bench-latency.sh [DURATION_S]
@@ -22,9 +23,14 @@ echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname
 "$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 \
   --json "$data/peak.json" | tee "$data/peak.txt"
 peak=$(awk '$1 == "total" {print $4}' "$data/peak.txt")
+# Snapshot builds logged by the nodes so far: a run's tail depends on whether one fell
+# inside it (all replicas cross the threshold together), so each run says how many did.
+builds() { cat "$data"/node-*.log 2>/dev/null | grep -c 'built snapshot' || true; }
 for share in 2 4; do
   rate=$((peak / share))
   echo
   echo "open loop at 1/$share of peak: $rate writes/s"
+  before=$(builds)
   "$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 --rate "$rate"
+  echo "snapshot builds during this run (all nodes): $(($(builds) - before))"
 done
