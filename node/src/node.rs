@@ -260,6 +260,7 @@ pub async fn run(
     let all_metrics = raft.metrics();
     let fatal = async move {
         while server_metrics.changed().await.is_ok() {}
+        // Bound to a name so the metrics guard is dropped before `all_metrics` is.
         let ended = match &all_metrics.borrow().running_state {
             Err(e) => e.to_string(),
             Ok(()) => "the raft core ended".to_string(),

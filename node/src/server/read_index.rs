@@ -111,9 +111,11 @@ impl ReadBatcher {
         if self.tx.send(reply).await.is_err() {
             return Err(ReadError::Stopped("the read batcher has stopped".into()));
         }
-        result
-            .await
-            .unwrap_or_else(|_| Err(ReadError::Stopped("read dropped".into())))
+        result.await.unwrap_or_else(|_| {
+            Err(ReadError::Stopped(
+                "the read batcher ended before answering (node shutting down)".into(),
+            ))
+        })
     }
 }
 
@@ -252,7 +254,20 @@ mod tests {
         within("a read's answer", read).await.unwrap()
     }
 
-    /// Lets spawned tasks run until they block.
+    /// Waits until `n` reads sit in the batcher's queue (so they arrived while the check in
+    /// flight was running), instead of hoping a number of yields was enough.
+    async fn queued(b: &ReadBatcher, n: usize) {
+        within("reads to queue", async {
+            while MAX_QUEUED_READS - b.tx.capacity() < n {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert_eq!(MAX_QUEUED_READS - b.tx.capacity(), n);
+    }
+
+    /// Lets spawned tasks run until they block; only before asserting that something has
+    /// not happened.
     async fn settle() {
         for _ in 0..50 {
             tokio::task::yield_now().await;
@@ -267,7 +282,7 @@ mod tests {
         assert_eq!(next_check(&mut started).await, Some(1));
         // 20 reads arrive while check 1 is in flight: none may use it, all share check 2.
         let later: Vec<_> = (0..20).map(|_| spawn_read(&b)).collect();
-        settle().await;
+        queued(&b, 20).await;
         fake.release(Ok(()));
         assert_eq!(result(first).await, Ok(1));
         assert_eq!(next_check(&mut started).await, Some(2));
@@ -306,7 +321,7 @@ mod tests {
         let first = spawn_read(&b);
         assert_eq!(next_check(&mut started).await, Some(1));
         let waiting: Vec<_> = (0..3).map(|_| spawn_read(&b)).collect();
-        settle().await;
+        queued(&b, 3).await;
         let lost = ReadError::NotLeader {
             leader_id: Some(2),
             leader_node: None,
