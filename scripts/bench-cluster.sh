@@ -4,6 +4,7 @@
 # target/bench-results). Loopback only; every run is bounded by --duration-s.
 #
 #   scripts/bench-cluster.sh [DURATION_S] [MIX]
+#   BENCH_FLAGS=--no-coalesce ...   (extra laundry-bench flags: here, one call per write)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
@@ -21,6 +22,6 @@ endpoints="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r); data on $(df -h "$data" | awk 'NR==2 {print $1}')"
 for clients in 1 64; do
   "${CARGO_TARGET_DIR:-target}/release/laundry-bench" --endpoints "$endpoints" --clients "$clients" \
-    --duration-s "$duration" --mix "$mix" --json "$out/clients-$clients.json"
+    --duration-s "$duration" --mix "$mix" --json "$out/clients-$clients.json" ${BENCH_FLAGS:-}
   echo
 done

@@ -7,6 +7,7 @@
 # Loopback only; every run is bounded by --duration-s.
 #
 #   scripts/bench-latency.sh [DURATION_S]
+#   BENCH_FLAGS=--no-coalesce ...   (extra laundry-bench flags: here, one call per write)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 duration="${1:-10}"
@@ -20,7 +21,7 @@ bash scripts/dev-cluster.sh --detach >/dev/null
 bench="${CARGO_TARGET_DIR:-target}/release/laundry-bench"
 endpoints="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3))"
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -r)"
-"$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 \
+"$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 ${BENCH_FLAGS:-} \
   --json "$data/peak.json" | tee "$data/peak.txt"
 peak=$(awk '$1 == "total" {print $4}' "$data/peak.txt")
 # Snapshot builds logged by the nodes so far: a run's tail depends on whether one fell
@@ -31,6 +32,6 @@ for share in 2 4; do
   echo
   echo "open loop at 1/$share of peak: $rate writes/s"
   before=$(builds)
-  "$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 --rate "$rate"
+  "$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 --rate "$rate" ${BENCH_FLAGS:-}
   echo "snapshot builds during this run (all nodes): $(($(builds) - before))"
 done

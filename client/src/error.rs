@@ -27,7 +27,7 @@ impl From<String> for Rejection {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error("invalid argument: {0}")]
     InvalidArgument(Rejection),
@@ -77,16 +77,21 @@ impl ClientError {
     }
 
     pub(crate) fn from_status(s: &tonic::Status) -> Self {
-        let r = Rejection {
-            message: s.message().to_string(),
-            reason: s
-                .metadata()
+        Self::from_parts(
+            s.code(),
+            s.message().to_string(),
+            s.metadata()
                 .get(REASON_KEY)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string(),
-        };
-        match s.code() {
+        )
+    }
+
+    /// The error for a refusal with this code, message and reason name.
+    pub(crate) fn from_parts(code: Code, message: String, reason: String) -> Self {
+        let r = Rejection { message, reason };
+        match code {
             Code::InvalidArgument => ClientError::InvalidArgument(r),
             Code::NotFound => ClientError::NotFound(r),
             Code::AlreadyExists => ClientError::AlreadyExists(r),

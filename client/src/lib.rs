@@ -9,6 +9,7 @@
 //! - [`Client::watch`] is a `Stream` of movements that reconnects and resumes by itself.
 
 pub mod admin;
+mod coalesce;
 mod error;
 mod watch;
 
@@ -57,6 +58,9 @@ pub struct ClientConfig {
     pub backoff_max_ms: u64,
     /// `None`: plain text (the nodes must run with `--plaintext`).
     pub tls: Option<ClientTls>,
+    /// Single writes made at the same time travel together in one `WriteMany` call
+    /// (`coalesce.rs`); each keeps its own options and answer. Off: one call per write.
+    pub coalesce_writes: bool,
 }
 
 impl Default for ClientConfig {
@@ -68,6 +72,7 @@ impl Default for ClientConfig {
             max_attempts: 30,
             backoff_initial_ms: 25,
             backoff_max_ms: 800,
+            coalesce_writes: true,
         }
     }
 }
@@ -80,6 +85,9 @@ pub struct Client {
 struct Inner {
     config: ClientConfig,
     endpoints: Mutex<Endpoints>,
+    /// The write-coalescing task's queue, started by the first coalesced write (and again
+    /// if the runtime it ran on has ended).
+    coalescer: Mutex<Option<coalesce::Coalescer>>,
 }
 
 /// Known endpoints (host:port) with a lazily connected channel each, and the one believed
@@ -140,12 +148,15 @@ pub fn new_idempotency_key() -> String {
 }
 
 macro_rules! mutation {
-    ($(#[$doc:meta])* $name:ident, $req:ty) => {
+    ($(#[$doc:meta])* $name:ident, $req:ty, $variant:ident) => {
         $(#[$doc])*
         pub async fn $name(&self, mut req: $req) -> Result<pb::WriteResponse, ClientError> {
             let options = req.options.get_or_insert_with(Default::default);
             if options.idempotency_key.is_empty() {
                 options.idempotency_key = new_idempotency_key();
+            }
+            if self.inner.config.coalesce_writes {
+                return self.coalesced(pb::operation::Op::$variant(req)).await;
             }
             self.call(req, |mut c, r| async move { c.$name(r).await }).await
         }
@@ -184,6 +195,7 @@ impl Client {
                     list: eps,
                     preferred: 0,
                 }),
+                coalescer: Mutex::new(None),
             }),
         })
     }
@@ -295,21 +307,45 @@ impl Client {
         }
     }
 
-    mutation!(create_item, pb::CreateItemRequest);
-    mutation!(update_item, pb::UpdateItemRequest);
-    mutation!(create_location, pb::CreateLocationRequest);
-    mutation!(receive, pb::ReceiveRequest);
-    mutation!(ship, pb::ShipRequest);
-    mutation!(adjust, pb::AdjustRequest);
-    mutation!(transfer, pb::TransferRequest);
-    mutation!(reserve, pb::ReserveRequest);
-    mutation!(commit_reservation, pb::CommitReservationRequest);
-    mutation!(release_reservation, pb::ReleaseReservationRequest);
-    mutation!(
-        /// Applies every operation or none.
-        batch,
-        pb::BatchRequest
-    );
+    mutation!(create_item, pb::CreateItemRequest, CreateItem);
+    mutation!(update_item, pb::UpdateItemRequest, UpdateItem);
+    mutation!(create_location, pb::CreateLocationRequest, CreateLocation);
+    mutation!(receive, pb::ReceiveRequest, Receive);
+    mutation!(ship, pb::ShipRequest, Ship);
+    mutation!(adjust, pb::AdjustRequest, Adjust);
+    mutation!(transfer, pb::TransferRequest, Transfer);
+    mutation!(reserve, pb::ReserveRequest, Reserve);
+    mutation!(commit_reservation, pb::CommitReservationRequest, Commit);
+    mutation!(release_reservation, pb::ReleaseReservationRequest, Release);
+
+    /// Applies every operation or none. Always its own call (never coalesced).
+    pub async fn batch(&self, mut req: pb::BatchRequest) -> Result<pb::WriteResponse, ClientError> {
+        let options = req.options.get_or_insert_with(Default::default);
+        if options.idempotency_key.is_empty() {
+            options.idempotency_key = new_idempotency_key();
+        }
+        self.call(req, |mut c, r| async move { c.batch(r).await })
+            .await
+    }
+
+    /// One write (its idempotency key already set), coalesced with the writes other
+    /// callers make at the same time (`coalesce.rs`).
+    async fn coalesced(&self, op: pb::operation::Op) -> Result<pb::WriteResponse, ClientError> {
+        let coalescer = {
+            let mut slot = self
+                .inner
+                .coalescer
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match slot.as_ref() {
+                Some(c) if !c.is_closed() => c.clone(),
+                _ => slot
+                    .insert(coalesce::Coalescer::start(Arc::downgrade(&self.inner)))
+                    .clone(),
+            }
+        };
+        coalescer.write(self, op).await
+    }
 
     read!(get_item, pb::GetItemRequest, pb::GetItemResponse);
     read!(list_items, pb::ListItemsRequest, pb::ListItemsResponse);

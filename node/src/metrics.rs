@@ -197,7 +197,7 @@ impl Metrics {
 }
 
 /// gRPC methods of the client API, the only `method` label values counted.
-pub const METHODS: [&str; 19] = [
+pub const METHODS: [&str; 20] = [
     "CreateItem",
     "UpdateItem",
     "GetItem",
@@ -213,6 +213,7 @@ pub const METHODS: [&str; 19] = [
     "ReleaseReservation",
     "GetReservation",
     "Batch",
+    "WriteMany",
     "GetStock",
     "ListMovements",
     "WatchMovements",

@@ -135,7 +135,8 @@ async fn health_readiness_metrics_cluster_and_the_admin_token() {
     let _serial = SERIAL.lock().await;
     let cluster = TestCluster::start(3, &[]);
     let leader = cluster.wait_leader(ELECTION).await;
-    let client = cluster.client();
+    // One call per write, so the per-method request counter sees Receive and Ship.
+    let client = cluster.client_per_call();
     seed(&client).await;
     client.receive(receive("sku", "w1", 3)).await.unwrap();
     let _ = client

@@ -63,6 +63,10 @@ struct Args {
     /// readiness probe sets it low, so what it times is the node, not the backoff's steps.
     #[arg(long, default_value_t = ClientConfig::default().backoff_max_ms)]
     retry_backoff_max_ms: u64,
+    /// One call per write, as before client-side coalescing (the client's default sends
+    /// the writes its callers make at the same time in one `WriteMany` call).
+    #[arg(long)]
+    no_coalesce: bool,
 }
 
 /// Upper bound on workers: more gives no more load on a 2-core machine, only noise.
@@ -329,6 +333,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 ClientConfig {
                     tls,
                     backoff_max_ms: args.retry_backoff_max_ms,
+                    coalesce_writes: !args.no_coalesce,
                     backoff_initial_ms: ClientConfig::default()
                         .backoff_initial_ms
                         .min(args.retry_backoff_max_ms),

@@ -31,6 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         backoff_initial_ms: 5,
         backoff_max_ms: 50,
         tls: None,
+        ..ClientConfig::default()
     };
     let client = Client::new(&endpoints, cfg)?;
     let ok = |r: Result<pb::WriteResponse, ClientError>| match r {

@@ -137,6 +137,49 @@ pub fn release(r: pb::ReleaseReservationRequest) -> Op {
     }
 }
 
+/// `UpdateItem` with its options; a non-zero `expected_revision` becomes an item-revision
+/// condition.
+pub fn update_item_with_options(mut r: pb::UpdateItemRequest) -> (Op, Option<pb::WriteOptions>) {
+    let mut options = r.options.take().unwrap_or_default();
+    if r.expected_revision != 0 {
+        options.conditions.push(pb::Condition {
+            item: r.id.clone(),
+            location: String::new(),
+            expect: Some(pb::condition::Expect::ItemRevision(r.expected_revision)),
+        });
+    }
+    (update_item(r), Some(options))
+}
+
+/// One write of a `WriteMany` (the `index`-th) with its own options, as its lone RPC would
+/// take it.
+pub fn operation(o: pb::Operation, index: usize) -> Result<(Op, Option<pb::WriteOptions>), Status> {
+    use pb::operation::Op as P;
+    /// The request's options, then its operation.
+    macro_rules! split {
+        ($x:ident, $convert:expr) => {{
+            let options = $x.options.take();
+            ($convert($x), options)
+        }};
+    }
+    Ok(match o.op {
+        Some(P::CreateItem(mut x)) => split!(x, create_item),
+        Some(P::UpdateItem(x)) => update_item_with_options(x),
+        Some(P::CreateLocation(mut x)) => {
+            let options = x.options.take();
+            (create_location(x)?, options)
+        }
+        Some(P::Receive(mut x)) => split!(x, receive),
+        Some(P::Ship(mut x)) => split!(x, ship),
+        Some(P::Adjust(mut x)) => split!(x, adjust),
+        Some(P::Transfer(mut x)) => split!(x, transfer),
+        Some(P::Reserve(mut x)) => split!(x, reserve),
+        Some(P::Commit(mut x)) => split!(x, commit),
+        Some(P::Release(mut x)) => split!(x, release),
+        None => return Err(invalid(&format!("writes[{index}]"), "empty operation")),
+    })
+}
+
 /// The operations of a batch; per-operation `options` are refused rather than ignored, so
 /// a caller never believes a condition was checked when it was not.
 pub fn batch(r: pb::BatchRequest) -> Result<Command, Status> {

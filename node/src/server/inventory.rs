@@ -5,7 +5,7 @@
 //! UNAVAILABLE and a leader hint.
 
 use super::convert;
-use super::proposer::{ProposeError, Proposer};
+use super::proposer::{ProposeError, Proposed, Proposer};
 use super::read_index::{ReadBatcher, ReadError};
 use super::status::{self, invalid};
 use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
@@ -56,12 +56,37 @@ fn fingerprint(encoded: &[u8]) -> u64 {
     })
 }
 
+/// Most writes in one `WriteMany` call (the client sends at most this many).
+const MAX_WRITES_PER_CALL: usize = 1024;
+
+/// What a proposal's result is on the wire: the write's response, or its status.
+fn proposed_status(result: Proposed) -> Result<pb::WriteResponse, Status> {
+    match result {
+        Ok(Ok(outcome)) => Ok(convert::write_response(outcome)),
+        Ok(Err(e)) => Err(status::domain(e)),
+        Err(ProposeError::NotLeader {
+            leader_id,
+            leader_node,
+        }) => Err(status::not_leader(leader_id, leader_node)),
+        Err(ProposeError::Membership(e)) => Err(Status::failed_precondition(e)),
+        Err(e @ ProposeError::Stopped(_)) => Err(Status::unavailable(e.to_string())),
+        Err(e @ ProposeError::NoResult) => Err(Status::internal(e.to_string())),
+    }
+}
+
 impl<E: Engine> InventoryApi<E> {
-    async fn propose(
+    async fn propose(&self, command: Command, options: Option<pb::WriteOptions>) -> WriteResult {
+        let (command, idempotency, encoded_bytes) = self.prepare(command, options)?;
+        self.submit(command, idempotency, encoded_bytes).await
+    }
+
+    /// Validates `command` with its options: the command to propose, its idempotency key
+    /// (with the command's fingerprint) and its encoded size.
+    fn prepare(
         &self,
         mut command: Command,
         options: Option<pb::WriteOptions>,
-    ) -> WriteResult {
+    ) -> Result<(Command, Option<IdempotencyKey>, usize), Status> {
         let options = options.unwrap_or_default();
         command
             .conditions
@@ -79,7 +104,7 @@ impl<E: Engine> InventoryApi<E> {
                 fingerprint: fingerprint(&encoded),
             })
         };
-        self.submit(command, idempotency, encoded.len()).await
+        Ok((command, idempotency, encoded.len()))
     }
 
     async fn submit(
@@ -98,17 +123,76 @@ impl<E: Engine> InventoryApi<E> {
                 .proposal_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
-        match result {
-            Ok(Ok(outcome)) => Ok(GrpcResponse::new(convert::write_response(outcome))),
-            Ok(Err(e)) => Err(status::domain(e)),
-            Err(ProposeError::NotLeader {
-                leader_id,
-                leader_node,
-            }) => Err(status::not_leader(leader_id, leader_node)),
-            Err(ProposeError::Membership(e)) => Err(Status::failed_precondition(e)),
-            Err(e @ ProposeError::Stopped(_)) => Err(Status::unavailable(e.to_string())),
-            Err(e @ ProposeError::NoResult) => Err(Status::internal(e.to_string())),
+        proposed_status(result).map(GrpcResponse::new)
+    }
+
+    /// Several independent writes: each is validated and queued in turn (so they can share
+    /// an entry), then their results are collected in order. A write refused by the rules
+    /// or by validation is answered on its own; any other failure (not the leader, node
+    /// stopping) fails the whole call, which the client retries whole under the writes'
+    /// idempotency keys (hence required here): a write that did apply is then replayed.
+    async fn write_many_inner(
+        &self,
+        r: pb::WriteManyRequest,
+    ) -> Result<pb::WriteManyResponse, Status> {
+        if r.writes.is_empty() || r.writes.len() > MAX_WRITES_PER_CALL {
+            return Err(invalid(
+                "writes",
+                format!(
+                    "{} writes; a call carries 1 to {MAX_WRITES_PER_CALL}",
+                    r.writes.len()
+                ),
+            ));
         }
+        let mut queued = Vec::with_capacity(r.writes.len());
+        for (i, w) in r.writes.into_iter().enumerate() {
+            let prepared = convert::operation(w, i).and_then(|(op, options)| {
+                if options
+                    .as_ref()
+                    .is_none_or(|o| o.idempotency_key.is_empty())
+                {
+                    return Err(invalid(
+                        &format!("writes[{i}].options.idempotency_key"),
+                        "required in WriteMany: a call that fails as a whole is retried whole",
+                    ));
+                }
+                self.prepare(Command::single(op), options)
+            });
+            match prepared {
+                Ok((command, idempotency, bytes)) => {
+                    let ticket = self.proposer.enqueue(command, idempotency, bytes).await;
+                    queued.push(Ok((std::time::Instant::now(), ticket)));
+                }
+                Err(status) => queued.push(Err(status)),
+            }
+        }
+        let mut outcomes = Vec::with_capacity(queued.len());
+        for q in queued {
+            let result = match q {
+                Ok((started, Ok(ticket))) => {
+                    let proposed = ticket.result().await;
+                    if proposed.is_ok() {
+                        self.metrics
+                            .proposal_seconds
+                            .observe(started.elapsed().as_secs_f64());
+                    }
+                    proposed_status(proposed)
+                }
+                Ok((_, Err(e))) => proposed_status(Err(e)),
+                Err(status) => Err(status),
+            };
+            outcomes.push(pb::WriteOutcome {
+                result: Some(match result {
+                    Ok(resp) => pb::write_outcome::Result::Applied(resp),
+                    Err(s) if status::is_refusal(&s) => {
+                        pb::write_outcome::Result::Refused(status::refusal(&s))
+                    }
+                    Err(s) => return Err(s),
+                }),
+            });
+        }
+        debug_assert_eq!(outcomes.len(), outcomes.capacity());
+        Ok(pb::WriteManyResponse { outcomes })
     }
 
     async fn single(&self, op: Op, options: Option<pb::WriteOptions>) -> WriteResult {
@@ -163,16 +247,8 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
     }
 
     async fn update_item(&self, r: GrpcRequest<pb::UpdateItemRequest>) -> WriteResult {
-        let mut r = r.into_inner();
-        let mut options = r.options.take().unwrap_or_default();
-        if r.expected_revision != 0 {
-            options.conditions.push(pb::Condition {
-                item: r.id.clone(),
-                location: String::new(),
-                expect: Some(pb::condition::Expect::ItemRevision(r.expected_revision)),
-            });
-        }
-        self.single(convert::update_item(r), Some(options)).await
+        let (op, options) = convert::update_item_with_options(r.into_inner());
+        self.single(op, options).await
     }
 
     async fn get_item(
@@ -326,6 +402,15 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
         let options = r.options.take();
         let command = convert::batch(r)?;
         self.propose(command, options).await
+    }
+
+    async fn write_many(
+        &self,
+        r: GrpcRequest<pb::WriteManyRequest>,
+    ) -> Result<GrpcResponse<pb::WriteManyResponse>, Status> {
+        self.write_many_inner(r.into_inner())
+            .await
+            .map(GrpcResponse::new)
     }
 
     async fn get_stock(

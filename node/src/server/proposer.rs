@@ -76,6 +76,21 @@ impl Proposer {
         idempotency: Option<IdempotencyKey>,
         encoded_bytes: usize,
     ) -> Proposed {
+        match self.enqueue(command, idempotency, encoded_bytes).await {
+            Ok(ticket) => ticket.result().await,
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Queues `command` (waiting only for queue room) and returns the ticket its result
+    /// comes on. Several writes of one call are all queued before any is awaited, so they
+    /// can share an entry (`InventoryService::write_many`).
+    pub async fn enqueue(
+        &self,
+        command: Command,
+        idempotency: Option<IdempotencyKey>,
+        encoded_bytes: usize,
+    ) -> Result<Ticket, ProposeError> {
         let (reply, result) = oneshot::channel();
         let pending = Pending {
             command,
@@ -86,7 +101,18 @@ impl Proposer {
         if self.tx.send(pending).await.is_err() {
             return Err(ProposeError::Stopped("the proposer has stopped".into()));
         }
-        result
+        Ok(Ticket { result })
+    }
+}
+
+/// A queued proposal's result, to come.
+pub struct Ticket {
+    result: oneshot::Receiver<Proposed>,
+}
+
+impl Ticket {
+    pub async fn result(self) -> Proposed {
+        self.result
             .await
             .unwrap_or_else(|_| Err(ProposeError::Stopped("proposal dropped".into())))
     }

@@ -46,3 +46,31 @@ pub fn invalid(field: &str, reason: impl std::fmt::Display) -> Status {
     );
     status
 }
+
+/// Whether `status` refuses one write on its own (the rules, validation), as opposed to a
+/// failure of the node or of leadership that a retry elsewhere may cure.
+pub fn is_refusal(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::InvalidArgument
+            | Code::NotFound
+            | Code::AlreadyExists
+            | Code::FailedPrecondition
+            | Code::ResourceExhausted
+    )
+}
+
+/// A refusal as one write's outcome in a `WriteMany` answer: the status a lone call would
+/// have returned, reason trailer included.
+pub fn refusal(status: &Status) -> laundry_proto::v1::WriteRefusal {
+    laundry_proto::v1::WriteRefusal {
+        code: status.code() as i32,
+        message: status.message().to_string(),
+        reason: status
+            .metadata()
+            .get(REASON_KEY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string(),
+    }
+}

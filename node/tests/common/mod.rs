@@ -215,6 +215,18 @@ impl TestCluster {
         Client::new(&eps, cfg).unwrap()
     }
 
+    /// A client over every node that sends one call per write (no coalescing), for tests
+    /// of the per-method surface.
+    pub fn client_per_call(&self) -> Client {
+        let eps: Vec<String> = self.nodes.iter().map(|n| n.client_addr.clone()).collect();
+        let cfg = ClientConfig {
+            tls: self.client_tls.clone(),
+            coalesce_writes: false,
+            ..ClientConfig::default()
+        };
+        Client::new(&eps, cfg).unwrap()
+    }
+
     /// A client bound to one node, for stale reads of that replica.
     pub fn client_of(&self, i: usize) -> Client {
         let cfg = ClientConfig {
