@@ -20,9 +20,11 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 /// Writes waiting for a call; callers wait for room beyond this (back-pressure).
 pub(crate) const MAX_QUEUED_WRITES: usize = 4096;
 /// Calls out at once. While they are, new writes gather into the next one. Measured at 64
-/// writers on loopback (benches/RESULTS.md): 1, 2, 4 and 8 all within the run-to-run
-/// spread; four keeps groups moving when one call is slow (a retry, a far leader).
-pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 4;
+/// writers on loopback (benches/RESULTS.md): 1 to 16 give peaks and open-loop latencies
+/// within the run-to-run spread; 64 groups too little (peak as without coalescing) and
+/// its p99 doubled. Fewer slots mean larger groups but a longer wait for a slot at
+/// moderate load; eight sits between.
+pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 8;
 /// Most writes in one call (the node takes up to 1 024).
 pub(crate) const MAX_WRITES_PER_CALL: usize = 256;
 /// Most encoded write bytes in one call, far under the node's 4 MiB message limit; a
