@@ -169,14 +169,19 @@ async fn send(client: Client, group: Vec<Queued>) {
     }
 }
 
-/// One `WriteMany` call (with the client's retries): an answer per write, in order.
+/// One `WriteMany` call (with the client's retries): an answer per write, in order. A
+/// node that does not know `WriteMany` (an earlier release, mid-upgrade) makes this and
+/// every later write of the client go alone.
 async fn call(client: &Client, writes: Vec<pb::Operation>) -> Vec<Answer> {
     let sent = writes.len();
+    let request = pb::WriteManyRequest { writes };
     let answered = client
-        .call(pb::WriteManyRequest { writes }, |mut c, r| async move {
-            c.write_many(r).await
-        })
+        .call(&request, |mut c, r| async move { c.write_many(r).await })
         .await;
+    if matches!(&answered, Err(e) if e.code() == tonic::Code::Unimplemented) {
+        client.write_many_unsupported();
+        return alone(client, request.writes).await;
+    }
     let answers: Vec<Answer> = match answered {
         Ok(resp) if resp.outcomes.len() == sent => resp.outcomes.into_iter().map(answer).collect(),
         Ok(resp) => {
@@ -193,6 +198,41 @@ async fn call(client: &Client, writes: Vec<pb::Operation>) -> Vec<Answer> {
     };
     debug_assert_eq!(answers.len(), sent);
     answers
+}
+
+/// Each write by its own call, all at once; answers in order.
+async fn alone(client: &Client, writes: Vec<pb::Operation>) -> Vec<Answer> {
+    let mut calls = tokio::task::JoinSet::new();
+    for (i, w) in writes.into_iter().enumerate() {
+        let client = client.clone();
+        calls.spawn(async move {
+            let answer = match w.op {
+                Some(op) => client.alone(op).await,
+                None => Err(ClientError::Server {
+                    code: tonic::Code::Internal,
+                    message: "an empty write was queued".into(),
+                }),
+            };
+            (i, answer)
+        });
+    }
+    let mut answers: Vec<Option<Answer>> = vec![None; calls.len()];
+    while let Some(joined) = calls.join_next().await {
+        if let Ok((i, answer)) = joined {
+            answers[i] = Some(answer);
+        }
+    }
+    answers
+        .into_iter()
+        .map(|a| {
+            a.unwrap_or_else(|| {
+                Err(ClientError::Server {
+                    code: tonic::Code::Internal,
+                    message: "a write's own call ended without an answer".into(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// One write's outcome as its lone call would have returned it.

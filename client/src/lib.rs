@@ -20,6 +20,7 @@ pub use laundry_proto::v1 as pb;
 use laundry_proto::v1::inventory_service_client::InventoryServiceClient;
 use laundry_proto::LEADER_ADDR_KEY;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -88,6 +89,8 @@ struct Inner {
     /// The write-coalescing task's queue, started by the first coalesced write (and again
     /// if the runtime it ran on has ended).
     coalescer: Mutex<Option<coalesce::Coalescer>>,
+    /// Set once a node answered `WriteMany` with UNIMPLEMENTED: writes then go alone.
+    write_many_unsupported: AtomicBool,
 }
 
 /// Known endpoints (host:port) with a lazily connected channel each, and the one believed
@@ -158,7 +161,7 @@ macro_rules! mutation {
             if self.inner.config.coalesce_writes {
                 return self.coalesced(pb::operation::Op::$variant(req)).await;
             }
-            self.call(req, |mut c, r| async move { c.$name(r).await }).await
+            self.call(&req, |mut c, r| async move { c.$name(r).await }).await
         }
     };
 }
@@ -167,7 +170,7 @@ macro_rules! read {
     ($(#[$doc:meta])* $name:ident, $req:ty, $resp:ty) => {
         $(#[$doc])*
         pub async fn $name(&self, req: $req) -> Result<$resp, ClientError> {
-            self.call(req, |mut c, r| async move { c.$name(r).await }).await
+            self.call(&req, |mut c, r| async move { c.$name(r).await }).await
         }
     };
 }
@@ -196,6 +199,7 @@ impl Client {
                     preferred: 0,
                 }),
                 coalescer: Mutex::new(None),
+                write_many_unsupported: AtomicBool::new(false),
             }),
         })
     }
@@ -251,7 +255,7 @@ impl Client {
     }
 
     /// Runs one RPC with leader discovery and bounded retries.
-    async fn call<Req, Resp, F, Fut>(&self, req: Req, f: F) -> Result<Resp, ClientError>
+    async fn call<Req, Resp, F, Fut>(&self, req: &Req, f: F) -> Result<Resp, ClientError>
     where
         Req: Clone,
         F: Fn(InventoryServiceClient<Channel>, tonic::Request<Req>) -> Fut,
@@ -324,13 +328,17 @@ impl Client {
         if options.idempotency_key.is_empty() {
             options.idempotency_key = new_idempotency_key();
         }
-        self.call(req, |mut c, r| async move { c.batch(r).await })
+        self.call(&req, |mut c, r| async move { c.batch(r).await })
             .await
     }
 
     /// One write (its idempotency key already set), coalesced with the writes other
-    /// callers make at the same time (`coalesce.rs`).
+    /// callers make at the same time (`coalesce.rs`), or alone once the cluster has
+    /// answered `WriteMany` with UNIMPLEMENTED (a node of an earlier release).
     async fn coalesced(&self, op: pb::operation::Op) -> Result<pb::WriteResponse, ClientError> {
+        if self.inner.write_many_unsupported.load(Ordering::Relaxed) {
+            return self.alone(op).await;
+        }
         let coalescer = {
             let mut slot = self
                 .inner
@@ -345,6 +353,70 @@ impl Client {
             }
         };
         coalescer.write(self, op).await
+    }
+
+    /// One write in its own call, by its own RPC.
+    pub(crate) async fn alone(
+        &self,
+        op: pb::operation::Op,
+    ) -> Result<pb::WriteResponse, ClientError> {
+        use pb::operation::Op as P;
+        match op {
+            P::CreateItem(r) => {
+                self.call(&r, |mut c, r| async move { c.create_item(r).await })
+                    .await
+            }
+            P::UpdateItem(r) => {
+                self.call(&r, |mut c, r| async move { c.update_item(r).await })
+                    .await
+            }
+            P::CreateLocation(r) => {
+                self.call(&r, |mut c, r| async move { c.create_location(r).await })
+                    .await
+            }
+            P::Receive(r) => {
+                self.call(&r, |mut c, r| async move { c.receive(r).await })
+                    .await
+            }
+            P::Ship(r) => {
+                self.call(&r, |mut c, r| async move { c.ship(r).await })
+                    .await
+            }
+            P::Adjust(r) => {
+                self.call(&r, |mut c, r| async move { c.adjust(r).await })
+                    .await
+            }
+            P::Transfer(r) => {
+                self.call(&r, |mut c, r| async move { c.transfer(r).await })
+                    .await
+            }
+            P::Reserve(r) => {
+                self.call(&r, |mut c, r| async move { c.reserve(r).await })
+                    .await
+            }
+            P::Commit(r) => {
+                self.call(&r, |mut c, r| async move { c.commit_reservation(r).await })
+                    .await
+            }
+            P::Release(r) => {
+                self.call(&r, |mut c, r| async move { c.release_reservation(r).await })
+                    .await
+            }
+        }
+    }
+
+    /// Notes that the cluster does not know `WriteMany`; later writes go alone.
+    pub(crate) fn write_many_unsupported(&self) {
+        if !self
+            .inner
+            .write_many_unsupported
+            .swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(
+                "a node answered WriteMany with UNIMPLEMENTED (an earlier release?): \
+                 sending one call per write from now on"
+            );
+        }
     }
 
     read!(get_item, pb::GetItemRequest, pb::GetItemResponse);

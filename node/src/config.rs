@@ -30,8 +30,10 @@ pub struct Args {
     /// Without this flag such a configuration is refused as a likely mistake.
     #[arg(long, env = "LAUNDRY_JOIN")]
     pub join: bool,
-    /// Break a guarantee on purpose, so the fault-injection suite can show it catches it.
-    /// Never in production: `local-reads` answers linearizable reads from local state.
+    /// Break a guarantee on purpose, so the fault-injection suite can show it catches it,
+    /// or act as an earlier release for a test. Never in production: `local-reads`
+    /// answers linearizable reads from local state; `no-write-many` answers `WriteMany`
+    /// with UNIMPLEMENTED, as releases before it did.
     #[arg(long, env = "LAUNDRY_UNSAFE_TEST_FAULT", value_enum, hide = true)]
     pub unsafe_test_fault: Option<TestFault>,
     #[arg(long, env = "LAUNDRY_DATA_DIR")]
@@ -139,6 +141,9 @@ struct FileConfig {
 pub enum TestFault {
     /// Linearizable reads served from local state, without a read index.
     LocalReads,
+    /// `WriteMany` answered UNIMPLEMENTED, as by a release before it (clients must fall
+    /// back to one call per write).
+    NoWriteMany,
 }
 
 #[derive(Debug, Clone)]

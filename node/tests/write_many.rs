@@ -203,3 +203,56 @@ async fn write_many_calls(cluster: &TestCluster, leader: u64) -> u64 {
         .map(|v| v.trim().parse().unwrap())
         .unwrap_or(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn against_nodes_without_write_many_the_client_falls_back_to_one_call_per_write() {
+    let _serial = SERIAL.lock().await;
+    // Nodes acting as a release before WriteMany (a rolling upgrade, clients first).
+    let cluster = TestCluster::start(3, &["--unsafe-test-fault", "no-write-many"]);
+    let leader = cluster.wait_leader(ELECTION).await;
+    // Seeded by a per-call client, so the coalescing client's first writes are concurrent
+    // and find out together (groups as well as a lone write fall back).
+    seed(&cluster.client_per_call()).await;
+    let c = cluster.client();
+    let mut writers = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let c = c.clone();
+        writers.spawn(async move { c.receive(receive("sku", "w1", 1)).await });
+    }
+    while let Some(joined) = writers.join_next().await {
+        joined
+            .unwrap()
+            .expect("the write falls back to its own call");
+    }
+    assert_eq!(on_hand(&c, "sku", "w1", false).await, 64);
+    let metrics = cluster
+        .admin()
+        .request(
+            &cluster.nodes[cluster.index_of(leader)].admin_addr,
+            "GET",
+            "/metrics",
+            None,
+        )
+        .await
+        .unwrap()
+        .body;
+    let count = |needle: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(needle))
+            .map(|v| v.trim().parse().unwrap())
+            .unwrap_or(0)
+    };
+    // The first write found out (and whatever queued with it); after that, one call each.
+    assert!(
+        count("laundry_grpc_requests_total{method=\"WriteMany\",code=\"UNIMPLEMENTED\"} ") >= 1
+    );
+    assert_eq!(
+        count("laundry_grpc_requests_total{method=\"WriteMany\",code=\"OK\"} "),
+        0
+    );
+    assert_eq!(
+        count("laundry_grpc_requests_total{method=\"Receive\",code=\"OK\"} "),
+        64
+    );
+}

@@ -408,6 +408,11 @@ impl<E: Engine> InventoryService for InventoryApi<E> {
         &self,
         r: GrpcRequest<pb::WriteManyRequest>,
     ) -> Result<GrpcResponse<pb::WriteManyResponse>, Status> {
+        if self.fault == Some(crate::config::TestFault::NoWriteMany) {
+            return Err(Status::unimplemented(
+                "WriteMany (acting as an earlier release)",
+            ));
+        }
         self.write_many_inner(r.into_inner())
             .await
             .map(GrpcResponse::new)
