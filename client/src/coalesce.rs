@@ -78,21 +78,16 @@ impl Coalescer {
         self.queue.is_closed()
     }
 
-    /// One write's answer. With no call out and nothing queued, the write goes at once from
-    /// the caller's task (no hand-over to the coalescing task: a lone writer pays nothing);
+    /// One write's answer. With a free slot and nothing queued, the write goes at once
+    /// from the caller's task by its own RPC, exactly as without coalescing (a lone writer
+    /// pays nothing: measured 1–3 % slower when it went as a `WriteMany` of one);
     /// otherwise it queues for the next group.
     pub(crate) async fn write(&self, client: &Client, op: pb::operation::Op) -> Answer {
         if self.queue.capacity() == self.queue.max_capacity() {
             if let Ok(permit) = self.in_flight.clone().try_acquire_owned() {
-                let write = pb::Operation { op: Some(op) };
-                let answer = call(client, vec![write]).await.pop();
+                let answer = client.alone(op).await;
                 drop(permit);
-                return answer.unwrap_or_else(|| {
-                    Err(ClientError::Server {
-                        code: tonic::Code::Internal,
-                        message: "no answer for a lone write".into(),
-                    })
-                });
+                return answer;
             }
         }
         let (queued, answer) = Queued::new(op);

@@ -243,7 +243,8 @@ async fn against_nodes_without_write_many_the_client_falls_back_to_one_call_per_
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0)
     };
-    // The first write found out (and whatever queued with it); after that, one call each.
+    // The writes that queued behind the lone ones went as WriteMany and were refused;
+    // each then went by its own call, as did every write after.
     assert!(
         count("laundry_grpc_requests_total{method=\"WriteMany\",code=\"UNIMPLEMENTED\"} ") >= 1
     );
