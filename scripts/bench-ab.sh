@@ -7,6 +7,10 @@
 #
 #   scripts/bench-ab.sh A_BIN B_BIN [ROUNDS=3] [DURATION_S=10] [MIX=adjust=100] [CLIENTS=64]
 #
+# A_FLAGS / B_FLAGS: extra laundry-bench flags for each variant's load, e.g. one binary
+# against itself, coalesced writes against one call per write:
+#   B_FLAGS=--no-coalesce scripts/bench-ab.sh target/release/laundry-node target/release/laundry-node
+#
 # Build each variant with `cargo build --release -p laundry-node` and copy
 # target/release/laundry-node aside before building the next.
 set -euo pipefail
@@ -40,8 +44,8 @@ node_ticks() {
   echo "$sum"
 }
 
-echo "A: $a_bin"
-echo "B: $b_bin"
+echo "A: $a_bin ${A_FLAGS:-}"
+echo "B: $b_bin ${B_FLAGS:-}"
 for round in $(seq 1 "$rounds"); do
   for v in A B; do
     bash scripts/dev-cluster.sh stop >/dev/null 2>&1 || true
@@ -49,8 +53,9 @@ for round in $(seq 1 "$rounds"); do
     cp "$bins/$v" "$target/laundry-node"
     bash scripts/dev-cluster.sh --detach >/dev/null
     before=$(node_ticks)
+    flags_var="${v}_FLAGS"
     total=$("$target/laundry-bench" --endpoints "$endpoints" --clients "$clients" \
-      --duration-s "$duration" --mix "$mix" | grep '^total')
+      --duration-s "$duration" --mix "$mix" ${!flags_var:-} | grep '^total')
     after=$(node_ticks)
     ops=$(echo "$total" | awk '{print $2}')
     cpu_ms=$(((after - before) * 1000 / ticks))
