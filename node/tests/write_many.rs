@@ -26,15 +26,20 @@ fn write(op: pb::operation::Op) -> pb::Operation {
     pb::Operation { op: Some(op) }
 }
 
-fn adjust(key: &str, delta: i64) -> pb::Operation {
-    write(pb::operation::Op::Adjust(pb::AdjustRequest {
+/// An adjustment of `sku` at `w1` with these options.
+fn adjust_request(delta: i64, options: Option<pb::WriteOptions>) -> pb::AdjustRequest {
+    pb::AdjustRequest {
         item: "sku".into(),
         location: "w1".into(),
         delta,
         reason: "count".into(),
-        options: keyed(key),
+        options,
         ..Default::default()
-    }))
+    }
+}
+
+fn adjust(key: &str, delta: i64) -> pb::Operation {
+    write(pb::operation::Op::Adjust(adjust_request(delta, keyed(key))))
 }
 
 fn ship(key: &str, quantity: i64) -> pb::Operation {
@@ -80,14 +85,7 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
         writes: vec![
             adjust("wm-1", 5),
             ship("wm-2", 1_000),
-            write(pb::operation::Op::Adjust(pb::AdjustRequest {
-                item: "sku".into(),
-                location: "w1".into(),
-                delta: 1,
-                reason: "count".into(),
-                options: None,
-                ..Default::default()
-            })),
+            write(pb::operation::Op::Adjust(adjust_request(1, None))),
             pb::Operation { op: None },
             adjust("wm-5", 0),
             ship("wm-6", 3),
@@ -163,17 +161,7 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
     let mut writers = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let c = c.clone();
-        writers.spawn(async move {
-            c.adjust(pb::AdjustRequest {
-                item: "sku".into(),
-                location: "w1".into(),
-                delta: 1,
-                reason: "count".into(),
-                options: None,
-                ..Default::default()
-            })
-            .await
-        });
+        writers.spawn(async move { c.adjust(adjust_request(1, None)).await });
     }
     let mut revisions = std::collections::BTreeSet::new();
     while let Some(joined) = writers.join_next().await {
