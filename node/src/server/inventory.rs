@@ -160,8 +160,10 @@ impl<E: Engine> InventoryApi<E> {
             });
             match prepared {
                 Ok((command, idempotency, bytes)) => {
+                    // Timed from before the queue, as a lone write is (`submit`).
+                    let started = std::time::Instant::now();
                     let ticket = self.proposer.enqueue(command, idempotency, bytes).await;
-                    queued.push(Ok((std::time::Instant::now(), ticket)));
+                    queued.push(Ok((started, ticket)));
                 }
                 Err(status) => queued.push(Err(status)),
             }
