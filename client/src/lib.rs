@@ -158,10 +158,12 @@ macro_rules! mutation {
             if options.idempotency_key.is_empty() {
                 options.idempotency_key = new_idempotency_key();
             }
+            let op = pb::operation::Op::$variant(req);
             if self.inner.config.coalesce_writes {
-                return self.coalesced(pb::operation::Op::$variant(req)).await;
+                self.coalesced(op).await
+            } else {
+                self.alone(op).await
             }
-            self.call(&req, |mut c, r| async move { c.$name(r).await }).await
         }
     };
 }
@@ -355,7 +357,8 @@ impl Client {
         coalescer.write(self, op).await
     }
 
-    /// One write in its own call, by its own RPC.
+    /// One write in its own call, by its own RPC: the one place that maps an operation to
+    /// its RPC (the mutation methods, the coalescer's lone path and its fallback use it).
     pub(crate) async fn alone(
         &self,
         op: pb::operation::Op,
