@@ -144,7 +144,8 @@ impl<E: Engine> InventoryApi<E> {
                 ),
             ));
         }
-        let mut queued = Vec::with_capacity(r.writes.len());
+        let count = r.writes.len();
+        let mut queued = Vec::with_capacity(count);
         for (i, w) in r.writes.into_iter().enumerate() {
             let prepared = convert::operation(w, i).and_then(|(op, options)| {
                 if options
@@ -168,7 +169,7 @@ impl<E: Engine> InventoryApi<E> {
                 Err(status) => queued.push(Err(status)),
             }
         }
-        let mut outcomes = Vec::with_capacity(queued.len());
+        let mut outcomes = Vec::with_capacity(count);
         for q in queued {
             let result = match q {
                 Ok((started, Ok(ticket))) => {
@@ -193,7 +194,8 @@ impl<E: Engine> InventoryApi<E> {
                 }),
             });
         }
-        debug_assert_eq!(outcomes.len(), outcomes.capacity());
+        // One answer per write, in order (capacity is only a lower bound, so not that).
+        debug_assert_eq!(outcomes.len(), count);
         Ok(pb::WriteManyResponse { outcomes })
     }
 
