@@ -38,7 +38,7 @@ fn bench_codec(c: &mut Criterion) {
             key: "c-0123456789abcdef0123456789abcdef".into(),
             fingerprint: 42,
         }),
-        batched: vec![],
+        batched: Default::default(),
         numbered: true,
     };
     let json = serde_json::to_vec(&entry).unwrap();

@@ -28,7 +28,7 @@ fn entry(index: u64, proposals: Vec<Proposal>) -> Entry<TypeConfig> {
             command: first.command,
             time_ms: 1,
             idempotency: first.idempotency,
-            batched: proposals.collect(),
+            batched: std::sync::Arc::new(proposals.collect()),
             numbered: true,
         }),
     }

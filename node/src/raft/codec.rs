@@ -217,7 +217,8 @@ mod tests {
                     command: Command::single(op),
                     idempotency: None,
                 })
-                .collect(),
+                .collect::<Vec<_>>()
+                .into(),
             numbered: true,
         }
     }
@@ -297,7 +298,7 @@ mod tests {
     #[test]
     fn a_request_without_batched_commands_round_trips_and_old_json_still_reads() {
         let mut r = request();
-        r.batched.clear();
+        r.batched = Default::default();
         r.idempotency = None;
         round_trip(&r);
         // As an earlier release wrote it: no `batched`, no `numbered`.
@@ -305,7 +306,7 @@ mod tests {
             "command": r.command, "time_ms": r.time_ms, "idempotency": null
         });
         let back: Request = from_bytes(&serde_json::to_vec(&old).unwrap()).unwrap();
-        assert_eq!(back.batched, vec![]);
+        assert!(back.batched.is_empty());
         assert!(!back.numbered);
     }
 

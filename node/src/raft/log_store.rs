@@ -570,7 +570,7 @@ pub(crate) mod tests {
                 },
                 time_ms: index,
                 idempotency: None,
-                batched: vec![],
+                batched: Default::default(),
                 numbered: false,
             }),
         }

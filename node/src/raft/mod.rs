@@ -24,6 +24,7 @@ use crate::inventory::{Command, DomainError, IdempotencyKey, Outcome};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::io::Cursor;
+use std::sync::Arc;
 
 pub type NodeId = u64;
 
@@ -79,8 +80,13 @@ pub struct Request {
     /// Commands proposed together with the first, applied after it in this order. Absent
     /// in entries written before batching, which read as a batch of one. Always written:
     /// the binary codec cannot skip a field.
+    ///
+    /// Shared, because openraft clones an entry each time it reads one: once per follower
+    /// to replicate it and once to apply it. A deep copy of a batch was 2.5–2.8 % of each
+    /// node's CPU at the 64-client peak (perf, benches/RESULTS.md). On the wire and on disk
+    /// it is the list itself (serde's `rc`), as before.
     #[serde(default)]
-    pub batched: Vec<Proposal>,
+    pub batched: Arc<Vec<Proposal>>,
     /// True in every entry written since group commit: command `p` gets
     /// `revision(index, p)`. False (absent) in older entries, whose one command got the log
     /// index itself; replaying one must give the revision the cluster gave it then.

@@ -1259,7 +1259,7 @@ mod tests {
             command: crate::inventory::Command::single(op),
             time_ms,
             idempotency: None,
-            batched: vec![],
+            batched: Default::default(),
             numbered: true,
         }
     }
@@ -1294,7 +1294,7 @@ mod tests {
             }),
             time_ms: 1,
             idempotency: None,
-            batched: vec![],
+            batched: Default::default(),
             numbered: false,
         };
         let head = one(create("a"));
@@ -1302,7 +1302,7 @@ mod tests {
             command: head.command,
             idempotency: None,
             time_ms: 2,
-            batched: vec![one(create("a")), one(create("b"))],
+            batched: vec![one(create("a")), one(create("b"))].into(),
             numbered: true,
         };
         let out = sm.apply([entry(1, old), entry(2, batch)]).await.unwrap();
@@ -1338,7 +1338,10 @@ mod tests {
             command: crate::inventory::Command::single(create("c-head")),
             idempotency: None,
             time_ms: 3,
-            batched: (1..n).map(|i| one(create(&format!("c{i}")))).collect(),
+            batched: (1..n)
+                .map(|i| one(create(&format!("c{i}"))))
+                .collect::<Vec<_>>()
+                .into(),
             numbered: true,
         };
         let out = sm.apply([entry(3, big)]).await.unwrap();
@@ -1687,7 +1690,7 @@ mod tests {
             command: receive.clone(),
             idempotency: key("k1"),
             time_ms: 2,
-            batched: vec![keyed("k1")],
+            batched: vec![keyed("k1")].into(),
             numbered: true,
         };
         let out = sm.apply([entry(3, twice_in_one)]).await.unwrap();
@@ -1746,7 +1749,7 @@ mod tests {
             command: command.clone(),
             idempotency,
             time_ms: 3,
-            batched: vec![],
+            batched: Default::default(),
             numbered: true,
         }
     }

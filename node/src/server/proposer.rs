@@ -176,7 +176,7 @@ async fn commit(raft: &Raft, batch: Vec<Pending>) {
     let request = Request {
         command: head.command,
         idempotency: head.idempotency,
-        batched: proposals,
+        batched: Arc::new(proposals),
         numbered: true,
         time_ms: super::inventory::now_ms(),
     };
