@@ -18,6 +18,26 @@ pub struct RequestLabels {
     pub code: &'static str,
 }
 
+/// What became of one write, whether it came alone or in a `WriteMany`.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum WriteOutcome {
+    /// Applied now.
+    Applied,
+    /// Its idempotency key had applied before: the stored result was answered.
+    Replayed,
+    /// Refused by validation or by the rules; nothing changed.
+    Refused,
+    /// Not decided here: not the leader, the node stopping, or an internal error.
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `Op::name`, or `batch`; `unknown` for a write too malformed to name.
+    pub op: &'static str,
+    pub outcome: WriteOutcome,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PeerLabels {
     pub peer: u64,
@@ -46,6 +66,7 @@ pub struct Metrics {
     pub proposal_batch_commands: Histogram,
     pub read_batch_reads: Histogram,
     pub requests: Family<RequestLabels, Counter>,
+    pub writes: Family<WriteLabels, Counter>,
     pub leader_changes: Counter,
     pub snapshots: Family<SnapshotLabels, Counter>,
     pub snapshot_seconds: Family<SnapshotLabels, Histogram>,
@@ -80,6 +101,7 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
             ),
             requests: Family::default(),
+            writes: Family::default(),
             leader_changes: Counter::default(),
             snapshots: Family::default(),
             snapshot_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
@@ -120,6 +142,11 @@ impl Metrics {
                 "grpc_requests",
                 "Client API requests by method and gRPC status",
                 m.requests.clone(),
+            );
+            r.register(
+                "writes",
+                "Writes by operation and outcome, each write of a WriteMany call counted on its own",
+                m.writes.clone(),
             );
             r.register(
                 "leader_changes",

@@ -121,6 +121,27 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
     assert_eq!(applied(&again.outcomes[5]).revision, r6.revision);
     assert_eq!(on_hand(&c, "sku", "w1", false).await, 12);
 
+    // Each write of both calls is counted on its own, by operation and outcome (a refusal
+    // under a key is not stored, so the second call refuses those writes again).
+    let leader_index = cluster.index_of(leader);
+    for (labels, expected) in [
+        (r#"op="adjust",outcome="Applied""#, 1),
+        (r#"op="adjust",outcome="Replayed""#, 1),
+        (r#"op="adjust",outcome="Refused""#, 4),
+        (r#"op="ship",outcome="Applied""#, 1),
+        (r#"op="ship",outcome="Replayed""#, 1),
+        (r#"op="ship",outcome="Refused""#, 2),
+        (r#"op="unknown",outcome="Refused""#, 2),
+        (r#"op="receive",outcome="Applied""#, 1),
+    ] {
+        let needle = format!("laundry_writes_total{{{labels}}} ");
+        assert_eq!(
+            counter(&cluster, leader_index, &needle).await,
+            expected,
+            "{needle}"
+        );
+    }
+
     // A call that is bad as a whole is refused whole and changes nothing.
     let status = raw
         .write_many(pb::WriteManyRequest { writes: vec![] })
@@ -155,6 +176,8 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
             .and_then(|v| v.to_str().ok()),
         Some(leader_addr.as_str())
     );
+    let needle = r#"laundry_writes_total{op="adjust",outcome="Failed"} "#;
+    assert_eq!(counter(&cluster, follower, needle).await, 1);
 
     // 64 writers through one coalescing client: every write applies once, in fewer calls.
     let calls_before = write_many_calls(&cluster, leader).await;
@@ -180,10 +203,16 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
 
 /// `WriteMany` calls the leader has answered with OK, from its metrics.
 async fn write_many_calls(cluster: &TestCluster, leader: u64) -> u64 {
-    let admin = cluster.admin();
-    let ep = cluster.nodes[cluster.index_of(leader)].admin_addr.clone();
-    let metrics = admin.request(&ep, "GET", "/metrics", None).await.unwrap();
     let needle = "laundry_grpc_requests_total{method=\"WriteMany\",code=\"OK\"} ";
+    counter(cluster, cluster.index_of(leader), needle).await
+}
+
+/// The value of the counter sample starting with `needle` (name and labels, then a space)
+/// on the node at `index`; 0 when it has no such sample yet.
+async fn counter(cluster: &TestCluster, index: usize, needle: &str) -> u64 {
+    let admin = cluster.admin();
+    let ep = cluster.nodes[index].admin_addr.clone();
+    let metrics = admin.request(&ep, "GET", "/metrics", None).await.unwrap();
     metrics
         .body
         .lines()

@@ -121,7 +121,35 @@ pub struct Command {
     pub conditions: Vec<Condition>,
 }
 
+impl Op {
+    /// The operation's name as the API spells it in snake case: a fixed set, for metric
+    /// labels.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::CreateItem { .. } => "create_item",
+            Op::UpdateItem { .. } => "update_item",
+            Op::CreateLocation { .. } => "create_location",
+            Op::Receive { .. } => "receive",
+            Op::Ship { .. } => "ship",
+            Op::Adjust { .. } => "adjust",
+            Op::Transfer { .. } => "transfer",
+            Op::Reserve { .. } => "reserve",
+            Op::Commit { .. } => "commit",
+            Op::Release { .. } => "release",
+            Op::ExpireDue => "expire_due",
+        }
+    }
+}
+
 impl Command {
+    /// The name of its one operation, or `batch` for several (or none).
+    pub fn name(&self) -> &'static str {
+        match self.ops.as_slice() {
+            [op] => op.name(),
+            _ => "batch",
+        }
+    }
+
     pub fn single(op: Op) -> Self {
         Command {
             ops: vec![op],

@@ -295,6 +295,25 @@ mod tests {
         });
     }
 
+    /// Here because `every_op` is: each operation has its own name for the `laundry_writes`
+    /// metric, in the API's snake case, and several make a `batch`.
+    #[test]
+    fn every_operation_has_its_own_metric_name() {
+        let ops = every_op();
+        let names: BTreeSet<&str> = ops.iter().map(Op::name).collect();
+        assert_eq!(names.len(), ops.len(), "{names:?}");
+        assert!(names.contains("create_item") && names.contains("expire_due"));
+        assert!(names
+            .iter()
+            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+        assert_eq!(Command::single(ops[5].clone()).name(), ops[5].name());
+        let two = Command {
+            ops: ops[..2].to_vec(),
+            conditions: vec![],
+        };
+        assert_eq!(two.name(), "batch");
+    }
+
     #[test]
     fn a_request_without_batched_commands_round_trips_and_old_json_still_reads() {
         let mut r = request();

@@ -9,7 +9,7 @@ use super::proposer::{ProposeError, Proposed, Proposer};
 use super::read_index::{ReadBatcher, ReadError};
 use super::status::{self, invalid};
 use crate::inventory::{self as inv, check_ids, Command, IdempotencyKey, Op};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, WriteLabels, WriteOutcome};
 use crate::raft::state_machine::{AppliedState, StateMachine, WatchEvent};
 use crate::raft::Raft;
 use crate::storage::Engine;
@@ -76,8 +76,29 @@ fn proposed_status(result: Proposed) -> Result<pb::WriteResponse, Status> {
 
 impl<E: Engine> InventoryApi<E> {
     async fn propose(&self, command: Command, options: Option<pb::WriteOptions>) -> WriteResult {
-        let (command, idempotency, encoded_bytes) = self.prepare(command, options)?;
-        self.submit(command, idempotency, encoded_bytes).await
+        let op = command.name();
+        let result = match self.prepare(command, options) {
+            Ok((command, idempotency, encoded_bytes)) => {
+                self.submit(command, idempotency, encoded_bytes).await
+            }
+            Err(status) => Err(status),
+        };
+        self.count_write(op, result.as_ref().map(|r| r.get_ref()));
+        result
+    }
+
+    /// Counts one write by its operation and what became of it (`laundry_writes`).
+    fn count_write(&self, op: &'static str, result: Result<&pb::WriteResponse, &Status>) {
+        let outcome = match result {
+            Ok(r) if r.replayed => WriteOutcome::Replayed,
+            Ok(_) => WriteOutcome::Applied,
+            Err(s) if status::is_refusal(s) => WriteOutcome::Refused,
+            Err(_) => WriteOutcome::Failed,
+        };
+        self.metrics
+            .writes
+            .get_or_create(&WriteLabels { op, outcome })
+            .inc();
     }
 
     /// Validates `command` with its options: the command to propose, its idempotency key
@@ -146,8 +167,12 @@ impl<E: Engine> InventoryApi<E> {
         }
         let count = r.writes.len();
         let mut queued = Vec::with_capacity(count);
+        // Each write's operation name, for `count_write`.
+        let mut names = Vec::with_capacity(count);
         for (i, w) in r.writes.into_iter().enumerate() {
+            let mut name = "unknown";
             let prepared = convert::operation(w, i).and_then(|(op, options)| {
+                name = op.name();
                 if options
                     .as_ref()
                     .is_none_or(|o| o.idempotency_key.is_empty())
@@ -168,9 +193,10 @@ impl<E: Engine> InventoryApi<E> {
                 }
                 Err(status) => queued.push(Err(status)),
             }
+            names.push(name);
         }
         let mut outcomes = Vec::with_capacity(count);
-        for q in queued {
+        for (n, q) in queued.into_iter().enumerate() {
             let result = match q {
                 Ok((started, Ok(ticket))) => {
                     let proposed = ticket.result().await;
@@ -184,13 +210,20 @@ impl<E: Engine> InventoryApi<E> {
                 Ok((_, Err(e))) => proposed_status(Err(e)),
                 Err(status) => Err(status),
             };
+            self.count_write(names[n], result.as_ref());
             outcomes.push(pb::WriteOutcome {
                 result: Some(match result {
                     Ok(resp) => pb::write_outcome::Result::Applied(resp),
                     Err(s) if status::is_refusal(&s) => {
                         pb::write_outcome::Result::Refused(status::refusal(&s))
                     }
-                    Err(s) => return Err(s),
+                    Err(s) => {
+                        // The whole call fails, so every write after this one does too.
+                        for &op in &names[n + 1..] {
+                            self.count_write(op, Err(&s));
+                        }
+                        return Err(s);
+                    }
                 }),
             });
         }
