@@ -418,13 +418,13 @@ fn batch_is_all_or_nothing() {
         ],
         conditions: vec![],
     };
-    let applied = inv.apply(&cmd, &ctx(5, 2_000));
+    let (applied, touched) = inv.apply_touching(&cmd, &ctx(5, 2_000));
     let err = applied.result.unwrap_err();
     assert!(
         matches!(&err, DomainError::InBatch { index: 2, source } if matches!(**source, DomainError::InsufficientStock { available: 4, .. })),
         "{err:?}"
     );
-    assert!(applied.touched.is_empty());
+    assert!(touched.is_empty());
     assert_eq!(inv, before);
     // The same batch within stock applies every operation at one revision.
     let mut ok = cmd.clone();
@@ -511,14 +511,14 @@ fn idempotent_retry_returns_first_result_and_reuse_is_refused() {
     };
     let first = inv.apply(&cmd, &c).result.unwrap();
     let after_first = inv.clone();
-    let retry = inv.apply(
+    let (retry, retry_touched) = inv.apply_touching(
         &cmd,
         &ApplyCtx {
             revision: 9,
             ..c.clone()
         },
     );
-    assert!(retry.touched.is_empty());
+    assert!(retry_touched.is_empty());
     // The movements are not kept twice: the caller reads them back from the ledger.
     assert_eq!(retry.replay_movements, Some((5, 1)));
     let retry = retry.result.unwrap();
@@ -592,8 +592,8 @@ fn idempotency_keys_are_forgotten_after_retention() {
         .result
         .unwrap();
     let later = 2_000 + limits::IDEMPOTENCY_RETENTION_MS + 1;
-    let applied = inv.apply(&Command::single(Op::ExpireDue), &ctx(6, later));
-    assert!(applied.touched.contains(&Key::Idempotency("k".into())));
+    let (_, touched) = inv.apply_touching(&Command::single(Op::ExpireDue), &ctx(6, later));
+    assert!(touched.contains(&Key::Idempotency("k".into())));
     assert!(inv.record(&Key::Idempotency("k".into())).is_none());
     inv.check_invariants().unwrap();
 }
@@ -950,7 +950,7 @@ proptest! {
             let idem = step.key.map(|k| IdempotencyKey { key: format!("key{k}"), fingerprint: fingerprint(&step.cmd) });
             let before = inv.clone();
             let copy = inv.copy_for_snapshot();
-            let applied = inv.apply(&step.cmd, &ApplyCtx { revision, time_ms, idempotency: idem.clone() });
+            let (applied, touched) = inv.apply_touching(&step.cmd, &ApplyCtx { revision, time_ms, idempotency: idem.clone() });
             // A snapshot's copy is the state as it was, whatever the apply (or its rollback) did.
             prop_assert_eq!(copy.into_records().collect::<Vec<_>>(), before.records().collect::<Vec<_>>());
 
@@ -991,12 +991,12 @@ proptest! {
                 Err(_) => {
                     // Rule 6 and the bad-input policy: a refused command changes nothing.
                     prop_assert_eq!(&inv, &before);
-                    prop_assert!(applied.touched.is_empty());
+                    prop_assert!(touched.is_empty());
                 }
             }
 
             // Storage contract: writing the touched keys keeps a mirror equal to the state.
-            for key in &applied.touched {
+            for key in &touched {
                 match inv.record(key) {
                     Some(r) => { mirror.insert(key.clone(), r); }
                     None => { mirror.remove(key); }
@@ -1025,10 +1025,10 @@ proptest! {
         for (i, step) in steps.iter().enumerate() {
             time_ms += step.time_advance_ms;
             let c = ApplyCtx { revision: i as u64 + 1, time_ms, idempotency: None };
-            let ra = a.apply(&step.cmd, &c);
-            let rb = b.apply(&step.cmd, &c);
+            let (ra, ta) = a.apply_touching(&step.cmd, &c);
+            let (rb, tb) = b.apply_touching(&step.cmd, &c);
             prop_assert_eq!(ra.result, rb.result);
-            prop_assert_eq!(ra.touched, rb.touched);
+            prop_assert_eq!(ta, tb);
         }
         prop_assert_eq!(&a, &b);
         prop_assert_eq!(Inventory::from_records(a.records()).unwrap(), a);
@@ -1038,10 +1038,10 @@ proptest! {
     fn failed_commands_touch_no_key(steps in prop::collection::vec(arb_step(), 1..40)) {
         let mut inv = Inventory::genesis();
         for (i, step) in steps.iter().enumerate() {
-            let applied = inv.apply(&step.cmd, &ctx(i as u64 + 1, 0));
+            let (applied, touched) = inv.apply_touching(&step.cmd, &ctx(i as u64 + 1, 0));
             // The mirror check in `every_rule_holds_after_every_step` covers successes.
             if applied.result.is_err() {
-                prop_assert!(applied.touched.is_empty());
+                prop_assert!(touched.is_empty());
             }
         }
     }
