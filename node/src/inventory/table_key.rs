@@ -16,8 +16,8 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 /// Bytes compared inline, as three big-endian words (integer comparisons, no `memcmp`
-/// call); a client's generated key (`c-` + 32 hex digits) differs from another within its
-/// first few.
+/// call); a client's generated key (`c-`, 12 hex digits of time in ms, 20 random ones)
+/// holds 40 random bits in its head, so keys of the same millisecond differ there too.
 const HEAD_BYTES: usize = 24;
 const HEAD_WORDS: usize = HEAD_BYTES / 8;
 

@@ -87,7 +87,7 @@ impl<E: Engine> InventoryApi<E> {
         result
     }
 
-    /// Counts one write by its operation and what became of it (`laundry_writes`).
+    /// Counts one write by its operation and what became of it (`laundry_writes_total`).
     fn count_write(&self, op: &'static str, result: Result<&pb::WriteResponse, &Status>) {
         let outcome = match result {
             Ok(r) if r.replayed => WriteOutcome::Replayed,
