@@ -164,7 +164,7 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
             .unwrap();
     let status = at_follower
         .write_many(pb::WriteManyRequest {
-            writes: vec![adjust("wm-f", 1)],
+            writes: vec![adjust("wm-f", 1), ship("wm-g", 1)],
         })
         .await
         .unwrap_err();
@@ -176,8 +176,11 @@ async fn each_write_of_a_call_stands_alone_and_concurrent_writers_share_calls() 
             .and_then(|v| v.to_str().ok()),
         Some(leader_addr.as_str())
     );
-    let needle = r#"laundry_writes_total{op="adjust",outcome="Failed"} "#;
-    assert_eq!(counter(&cluster, follower, needle).await, 1);
+    // Both writes fail with the call, the second without being awaited.
+    for op in ["adjust", "ship"] {
+        let needle = format!(r#"laundry_writes_total{{op="{op}",outcome="Failed"}} "#);
+        assert_eq!(counter(&cluster, follower, &needle).await, 1, "{needle}");
+    }
 
     // 64 writers through one coalescing client: every write applies once, in fewer calls.
     let calls_before = write_many_calls(&cluster, leader).await;

@@ -166,9 +166,8 @@ impl<E: Engine> InventoryApi<E> {
             ));
         }
         let count = r.writes.len();
+        // Each write's operation name (for `count_write`) and its queued proposal.
         let mut queued = Vec::with_capacity(count);
-        // Each write's operation name, for `count_write`.
-        let mut names = Vec::with_capacity(count);
         for (i, w) in r.writes.into_iter().enumerate() {
             let mut name = "unknown";
             let prepared = convert::operation(w, i).and_then(|(op, options)| {
@@ -189,14 +188,14 @@ impl<E: Engine> InventoryApi<E> {
                     // Timed from before the queue, as a lone write is (`submit`).
                     let started = std::time::Instant::now();
                     let ticket = self.proposer.enqueue(command, idempotency, bytes).await;
-                    queued.push(Ok((started, ticket)));
+                    queued.push((name, Ok((started, ticket))));
                 }
-                Err(status) => queued.push(Err(status)),
+                Err(status) => queued.push((name, Err(status))),
             }
-            names.push(name);
         }
         let mut outcomes = Vec::with_capacity(count);
-        for (n, q) in queued.into_iter().enumerate() {
+        let mut queued = queued.into_iter();
+        while let Some((name, q)) = queued.next() {
             let result = match q {
                 Ok((started, Ok(ticket))) => {
                     let proposed = ticket.result().await;
@@ -210,7 +209,7 @@ impl<E: Engine> InventoryApi<E> {
                 Ok((_, Err(e))) => proposed_status(Err(e)),
                 Err(status) => Err(status),
             };
-            self.count_write(names[n], result.as_ref());
+            self.count_write(name, result.as_ref());
             outcomes.push(pb::WriteOutcome {
                 result: Some(match result {
                     Ok(resp) => pb::write_outcome::Result::Applied(resp),
@@ -219,8 +218,8 @@ impl<E: Engine> InventoryApi<E> {
                     }
                     Err(s) => {
                         // The whole call fails, so every write after this one does too.
-                        for &op in &names[n + 1..] {
-                            self.count_write(op, Err(&s));
+                        for (rest, _) in queued {
+                            self.count_write(rest, Err(&s));
                         }
                         return Err(s);
                     }
