@@ -579,8 +579,11 @@ mod tests {
             .unwrap()
             .as_millis() as u64;
         let first = new_idempotency_key();
-        std::thread::sleep(std::time::Duration::from_millis(3));
-        let second = new_idempotency_key();
+        // Keys until the clock has moved on a millisecond (bounded: 10^7 keys take ~1 s).
+        let second = (0..10_000_000)
+            .map(|_| new_idempotency_key())
+            .find(|k| ms(k) > ms(&first))
+            .expect("the clock moves within ten million keys");
         let after = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
