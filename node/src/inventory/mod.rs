@@ -17,6 +17,8 @@ pub mod stock_table;
 pub mod table_key;
 
 #[cfg(test)]
+pub(crate) mod samples;
+#[cfg(test)]
 mod tests;
 
 pub use command::{check_ids, Command, Condition, Op};

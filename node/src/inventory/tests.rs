@@ -67,6 +67,27 @@ fn run(inv: &mut Inventory, rev: u64, op: Op) -> Result<Outcome, DomainError> {
     inv.apply(&Command::single(op), &ctx(rev, 2_000)).result
 }
 
+/// Each operation has its own name (the `laundry_writes_total` metric's `op` label), in the
+/// API's snake case, and several operations make a `batch`.
+#[test]
+fn every_operation_has_its_own_name() {
+    let ops = samples::every_op();
+    let names: std::collections::BTreeSet<&str> = ops.iter().map(Op::name).collect();
+    assert_eq!(names.len(), ops.len(), "{names:?}");
+    assert!(names.contains("create_item") && names.contains("expire_due"));
+    assert!(names
+        .iter()
+        .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
+    for op in &ops {
+        assert_eq!(Command::single(op.clone()).name(), op.name());
+    }
+    let two = Command {
+        ops: ops[..2].to_vec(),
+        conditions: vec![],
+    };
+    assert_eq!(two.name(), "batch");
+}
+
 #[test]
 fn receive_moves_stock_from_supplier() {
     let inv = seeded();

@@ -65,140 +65,14 @@ pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::inventory::{Command, Condition, IdempotencyKey, LocationKind, Op};
+    use crate::inventory::samples::{every_condition, every_op};
+    use crate::inventory::{Command, IdempotencyKey};
     use crate::raft::{LogId, NodeInfo, Proposal, Request, TypeConfig};
     use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
     use openraft::{
         CommittedLeaderId, Entry, EntryPayload, Membership, SnapshotMeta, StoredMembership, Vote,
     };
     use std::collections::{BTreeMap, BTreeSet};
-
-    /// One of every operation. The `match` has no wildcard, so a new variant fails to
-    /// compile here until it is added to the round trip.
-    fn every_op() -> Vec<Op> {
-        let s = |v: &str| v.to_string();
-        let ops = vec![
-            Op::CreateItem {
-                id: s("tee"),
-                name: s("Tee"),
-                unit: s("each"),
-                attributes: BTreeMap::from([(s("colour"), s("black")), (s("size"), s("M"))]),
-                low_stock_threshold: 5,
-            },
-            Op::UpdateItem {
-                id: s("tee"),
-                name: None,
-                unit: Some(s("pair")),
-                attributes: Some(BTreeMap::new()),
-                low_stock_threshold: Some(-1),
-            },
-            Op::CreateLocation {
-                id: s("wh"),
-                name: s("Warehouse"),
-                kind: LocationKind::InTransit,
-            },
-            Op::Receive {
-                item: s("tee"),
-                location: s("wh"),
-                quantity: i64::MAX,
-                from: s(""),
-                reason: s("po"),
-                reference: s("PO-1"),
-            },
-            Op::Ship {
-                item: s("tee"),
-                location: s("wh"),
-                quantity: 1,
-                to: s("customer"),
-                reason: s(""),
-                reference: s("SO-\u{e9}"),
-            },
-            Op::Adjust {
-                item: s("tee"),
-                location: s("wh"),
-                delta: i64::MIN,
-                counterpart: s(""),
-                reason: s("count"),
-                reference: s(""),
-            },
-            Op::Transfer {
-                item: s("tee"),
-                from: s("wh"),
-                to: s("shop"),
-                quantity: 3,
-                reason: s("restock"),
-                reference: s("T-1"),
-            },
-            Op::Reserve {
-                id: s(""),
-                item: s("tee"),
-                location: s("wh"),
-                quantity: 2,
-                ttl_ms: u64::MAX,
-                reference: s("cart-9"),
-            },
-            Op::Commit {
-                id: s("r-1"),
-                to: s(""),
-                reason: s("sold"),
-            },
-            Op::Release {
-                id: s("r-1"),
-                reason: s(""),
-            },
-            Op::ExpireDue,
-        ];
-        for op in &ops {
-            match op {
-                Op::CreateItem { .. }
-                | Op::UpdateItem { .. }
-                | Op::CreateLocation { .. }
-                | Op::Receive { .. }
-                | Op::Ship { .. }
-                | Op::Adjust { .. }
-                | Op::Transfer { .. }
-                | Op::Reserve { .. }
-                | Op::Commit { .. }
-                | Op::Release { .. }
-                | Op::ExpireDue => {}
-            }
-        }
-        ops
-    }
-
-    fn every_condition() -> Vec<Condition> {
-        let s = |v: &str| v.to_string();
-        let conditions = vec![
-            Condition::StockRevision {
-                item: s("tee"),
-                location: s("wh"),
-                revision: u64::MAX,
-            },
-            Condition::StockOnHand {
-                item: s("tee"),
-                location: s("wh"),
-                on_hand: -3,
-            },
-            Condition::StockAvailable {
-                item: s("tee"),
-                location: s("wh"),
-                available: 0,
-            },
-            Condition::ItemRevision {
-                item: s("tee"),
-                revision: 0,
-            },
-        ];
-        for c in &conditions {
-            match c {
-                Condition::StockRevision { .. }
-                | Condition::StockOnHand { .. }
-                | Condition::StockAvailable { .. }
-                | Condition::ItemRevision { .. } => {}
-            }
-        }
-        conditions
-    }
 
     fn request() -> Request {
         Request {
@@ -293,25 +167,6 @@ mod tests {
             data: (0..=255).collect(),
             done: false,
         });
-    }
-
-    /// Here because `every_op` is: each operation has its own name for the `laundry_writes`
-    /// metric, in the API's snake case, and several make a `batch`.
-    #[test]
-    fn every_operation_has_its_own_metric_name() {
-        let ops = every_op();
-        let names: BTreeSet<&str> = ops.iter().map(Op::name).collect();
-        assert_eq!(names.len(), ops.len(), "{names:?}");
-        assert!(names.contains("create_item") && names.contains("expire_due"));
-        assert!(names
-            .iter()
-            .all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c == '_')));
-        assert_eq!(Command::single(ops[5].clone()).name(), ops[5].name());
-        let two = Command {
-            ops: ops[..2].to_vec(),
-            conditions: vec![],
-        };
-        assert_eq!(two.name(), "batch");
     }
 
     #[test]
