@@ -1,6 +1,7 @@
-//! The replicated apply path: `StateMachine::apply` (the rules plus the durable mirror of
-//! every touched record and movement in sled), for log entries of 16 single-line writes
-//! as group commit makes them, each with its idempotency key as the client sends one.
+//! The replicated apply path: `StateMachine::apply` (the rules plus the ledger's movements,
+//! stored in sled a chunk at a time), for log entries of 16 single-line writes as group
+//! commit makes them, each with an idempotency key made as the client makes one
+//! (`laundry_client::new_idempotency_key`: time first, so the key table grows at one edge).
 //! Set beside `apply` (the rules alone) it tells what the storage around them costs.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -52,7 +53,7 @@ fn adjust(n: u64, keyed: bool) -> Proposal {
     });
     if keyed {
         p.idempotency = Some(IdempotencyKey {
-            key: format!("bench-{n}"),
+            key: laundry_client::new_idempotency_key(),
             fingerprint: n,
         });
     }
