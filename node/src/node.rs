@@ -102,16 +102,18 @@ pub async fn run(
     })
     .max_decoding_message_size(MAX_MESSAGE_BYTES)
     .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    let mut peer_builder = tonic::transport::Server::builder();
-    if let Some(t) = &tls {
-        peer_builder = peer_builder
-            .tls_config(t.peer_port())
-            .context("peer port TLS")?;
-    }
+    // TLS on the peer port is completed by `peer_stream`, which serves the peer stream
+    // itself and hands every other connection to this gRPC server.
+    let peer_incoming = crate::server::peer_stream::start(
+        peer_listener,
+        tls.clone(),
+        raft.clone(),
+        stop_rx.clone(),
+    );
     let peer_server = tokio::spawn(
-        peer_builder
+        tonic::transport::Server::builder()
             .add_service(peer)
-            .serve_with_incoming_shutdown(nodelay(peer_listener), stopped(stop_rx.clone())),
+            .serve_with_incoming_shutdown(peer_incoming, stopped(stop_rx.clone())),
     );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();

@@ -1,8 +1,10 @@
 //! TLS for the three ports, from one PEM certificate, key and CA per node.
 //!
 //! - client port (gRPC): server TLS; clients verify the node against the CA.
-//! - peer port (gRPC): mutual TLS; a peer without a certificate signed by the CA is refused
-//!   during the handshake, and this node presents its own certificate when it dials peers.
+//! - peer port (gRPC and the peer stream, `raft::wire`): mutual TLS; a peer without a
+//!   certificate signed by the CA is refused during the handshake, and this node presents
+//!   its own certificate when it dials peers. The node terminates TLS on this port itself
+//!   (`server::peer_stream`) and then tells the two protocols apart.
 //! - admin port (HTTP): server TLS through tokio-rustls.
 //!
 //! The certificate must name every address others dial (IP or DNS SANs).
@@ -29,6 +31,8 @@ pub struct Tls {
     key_pem: Vec<u8>,
     ca_pem: Vec<u8>,
     admin: Arc<rustls::ServerConfig>,
+    peer_server: Arc<rustls::ServerConfig>,
+    peer_client: Arc<rustls::ClientConfig>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -73,17 +77,51 @@ impl Tls {
             return Err(pem_err(&files.ca, "no CA certificate found".into()));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let admin = rustls::ServerConfig::builder_with_provider(provider)
+        let config_err = |e: rustls::Error| TlsError::Config(e.to_string());
+        let key_err =
+            |e: rustls::Error| TlsError::Config(format!("certificate and key do not match: {e}"));
+        let admin = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
-            .map_err(|e| TlsError::Config(e.to_string()))?
+            .map_err(config_err)?
             .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|e| TlsError::Config(format!("certificate and key do not match: {e}")))?;
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(key_err)?;
+
+        let mut roots = rustls::RootCertStore::empty();
+        for ca in cas {
+            roots
+                .add(ca)
+                .map_err(|e| pem_err(&files.ca, format!("unusable CA certificate: {e}")))?;
+        }
+        let roots = Arc::new(roots);
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.clone(),
+            provider.clone(),
+        )
+        .build()
+        .map_err(|e| TlsError::Config(format!("peer client verifier: {e}")))?;
+        let mut peer_server = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(config_err)?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(certs.clone(), key.clone_key())
+            .map_err(key_err)?;
+        // gRPC peers (this release's fallback, earlier releases) require HTTP/2 by ALPN; the
+        // peer stream's dialer offers no protocol, which rustls accepts.
+        peer_server.alpn_protocols = vec![b"h2".to_vec()];
+        let peer_client = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(config_err)?
+            .with_root_certificates(roots)
+            .with_client_auth_cert(certs, key)
+            .map_err(key_err)?;
         Ok(Tls {
             cert_pem,
             key_pem,
             ca_pem,
             admin: Arc::new(admin),
+            peer_server: Arc::new(peer_server),
+            peer_client: Arc::new(peer_client),
         })
     }
 
@@ -96,20 +134,22 @@ impl Tls {
         ServerTlsConfig::new().identity(self.identity())
     }
 
-    /// Peer port: the dialing node must present a certificate signed by the CA.
-    pub fn peer_port(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(self.identity())
-            .client_ca_root(Certificate::from_pem(&self.ca_pem))
-            .client_auth_optional(false)
-    }
-
     /// Dialing a peer: verify it against the CA and present our own certificate.
     pub fn peer_client(&self, host: &str) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(self.identity())
             .domain_name(host.to_string())
+    }
+
+    /// Peer port, accepting: mutual TLS with the CA, for both gRPC and the peer stream.
+    pub fn peer_acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.peer_server.clone())
+    }
+
+    /// Dialing a peer's stream: verify it against the CA and present our own certificate.
+    pub fn peer_connector(&self) -> tokio_rustls::TlsConnector {
+        tokio_rustls::TlsConnector::from(self.peer_client.clone())
     }
 
     pub fn admin_acceptor(&self) -> tokio_rustls::TlsAcceptor {

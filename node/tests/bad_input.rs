@@ -255,3 +255,91 @@ async fn bad_input_gets_a_precise_status_and_changes_nothing() {
     );
     assert_eq!(on_hand(&c, "sku", "w1", false).await, 5);
 }
+
+/// Greets the peer stream when `greet`, sends `bytes`, closes its sending side, and
+/// returns what the node sent back before it closed the connection.
+async fn on_peer_port(addr: &str, greet: bool, bytes: &[u8]) -> Vec<u8> {
+    use laundry_node::raft::wire;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    if greet {
+        conn.write_all(&wire::MAGIC).await.unwrap();
+        let mut answer = [0u8; 8];
+        conn.read_exact(&mut answer).await.unwrap();
+        assert_eq!(answer, wire::MAGIC, "the node answers the greeting");
+    }
+    conn.write_all(bytes).await.unwrap();
+    conn.shutdown().await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut out))
+        .await
+        .expect("the node closes a connection it has nothing more to read from")
+        .ok();
+    out
+}
+
+fn frame(len: u32, tag: u8, payload: &[u8]) -> Vec<u8> {
+    let mut f = len.to_le_bytes().to_vec();
+    f.push(tag);
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Bytes that are not a well-formed peer-stream request close that one connection and
+/// change nothing: the node goes on replicating and serving gRPC on the same port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_on_the_peer_port_closes_that_connection_and_changes_nothing() {
+    use laundry_node::raft::wire;
+    let _serial = SERIAL.lock().await;
+    let cluster = TestCluster::start(3, &[]);
+    cluster.wait_leader(Duration::from_secs(15)).await;
+    let c = cluster.client();
+    seed(&c).await;
+    c.receive(receive("sku", "w1", 5)).await.unwrap();
+    let before = cluster.wait_converged(Duration::from_secs(20)).await[0].state_digest;
+    let peer = cluster.nodes[1].peer_addr.clone();
+
+    // A length past the limit, a zero length, an unknown kind, a frame cut short: closed
+    // without a reply.
+    let huge = frame(u32::MAX, wire::Kind::Append as u8, b"");
+    assert_eq!(on_peer_port(&peer, true, &huge).await, b"");
+    assert_eq!(on_peer_port(&peer, true, &frame(0, 1, b"")).await, b"");
+    assert_eq!(on_peer_port(&peer, true, &frame(3, 9, b"xy")).await, b"");
+    assert_eq!(
+        on_peer_port(&peer, true, &frame(100, 1, b"\x01ab")).await,
+        b""
+    );
+    // A well-formed frame whose request does not decode: refused, with the reason.
+    let reply = on_peer_port(
+        &peer,
+        true,
+        &frame(9, wire::Kind::Vote as u8, b"\x01garbage"),
+    )
+    .await;
+    assert!(reply.len() > 5, "a reply: {reply:?}");
+    assert_eq!(reply[4], wire::REPLY_REFUSED);
+    let reason = String::from_utf8_lossy(&reply[5..]).to_string();
+    assert!(reason.contains("decode"), "{reason}");
+    // Not the greeting, not HTTP/2: the gRPC server gets it and closes it.
+    on_peer_port(&peer, false, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+
+    // The peer port still serves gRPC, and the cluster still replicates.
+    let mut raft = laundry_proto::raft::raft_service_client::RaftServiceClient::connect(format!(
+        "http://{peer}"
+    ))
+    .await
+    .unwrap();
+    let status = raft
+        .peer_status(laundry_proto::raft::PeerStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.node_id, cluster.nodes[1].id);
+    assert_eq!(
+        cluster.wait_converged(Duration::from_secs(20)).await[0].state_digest,
+        before
+    );
+    c.receive(receive("sku", "w1", 1)).await.unwrap();
+    let after = cluster.wait_converged(Duration::from_secs(20)).await;
+    assert!(after.iter().all(|s| s.state_digest != before));
+}

@@ -40,6 +40,37 @@ async fn peer_status(
         .map_err(|s| s.to_string())
 }
 
+/// Dials the peer stream over mutual TLS with `files` as this side's material and returns
+/// the node's answer to the greeting.
+async fn stream_greeting(
+    addr: &str,
+    files: &laundry_node::tls::TlsFiles,
+) -> Result<[u8; 8], String> {
+    use laundry_node::raft::wire::MAGIC;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tls = laundry_node::tls::Tls::load(files).map_err(|e| e.to_string())?;
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut io = tls
+        .peer_connector()
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut answer = [0u8; 8];
+    let greet = async {
+        io.write_all(&MAGIC).await?;
+        io.flush().await?;
+        io.read_exact(&mut answer).await
+    };
+    tokio::time::timeout(Duration::from_secs(5), greet)
+        .await
+        .map_err(|_| "no answer".to_string())?
+        .map_err(|e| format!("greeting: {e}"))?;
+    Ok(answer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_everywhere_and_peers_need_a_certificate_from_the_cluster_ca() {
     let _serial = SERIAL.lock().await;
@@ -53,10 +84,21 @@ async fn tls_everywhere_and_peers_need_a_certificate_from_the_cluster_ca() {
     let rogue_leaf = leaf(&rogue, &pki, "rogue", &names);
     let (cert_pem, key_pem) = (node.cert_pem.clone(), node.key_pem.clone());
     let (rogue_cert, rogue_key) = (rogue_leaf.cert_pem, rogue_leaf.key_pem);
+    let good_ca = good.write(&pki.join("ca.crt"));
+    let good_files = laundry_node::tls::TlsFiles {
+        cert: node.cert.clone(),
+        key: node.key.clone(),
+        ca: good_ca.clone(),
+    };
+    let rogue_files = laundry_node::tls::TlsFiles {
+        cert: rogue_leaf.cert,
+        key: rogue_leaf.key,
+        ca: good_ca.clone(),
+    };
     cluster.tls = Some(TlsFiles {
         cert: node.cert,
         key: node.key,
-        ca: good.write(&pki.join("ca.crt")),
+        ca: good_ca,
     });
     cluster.client_tls = Some(ClientTls {
         ca_pem: good.pem.clone().into_bytes(),
@@ -127,5 +169,17 @@ async fn tls_everywhere_and_peers_need_a_certificate_from_the_cluster_ca() {
     assert!(
         rogue_peer.is_err(),
         "peer with a rogue certificate accepted: {rogue_peer:?}"
+    );
+
+    // The same port's peer stream (what the nodes replicate over): the cluster's
+    // certificate gets the greeting answered, a rogue one is refused.
+    assert_eq!(
+        stream_greeting(&peer, &good_files).await,
+        Ok(laundry_node::raft::wire::MAGIC)
+    );
+    let rogue_stream = stream_greeting(&peer, &rogue_files).await;
+    assert!(
+        rogue_stream.is_err(),
+        "peer stream with a rogue certificate accepted: {rogue_stream:?}"
     );
 }

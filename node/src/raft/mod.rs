@@ -9,7 +9,8 @@
 //!   after it; builds and installs snapshots.
 //! - `ledger`: the stored movements, in chunks.
 //! - `snapshot`: the checksummed snapshot format.
-//! - `network`: openraft's `RaftNetwork` over the gRPC peer transport.
+//! - `network`: openraft's `RaftNetwork` over the peer stream (gRPC for earlier releases).
+//! - `wire`: the peer stream's greeting and frames.
 //! - `codec`: how log entries and openraft's peer messages are serialized (JSON or binary).
 
 pub mod codec;
@@ -19,6 +20,7 @@ pub mod log_store;
 pub mod network;
 pub mod snapshot;
 pub mod state_machine;
+pub mod wire;
 
 use crate::inventory::{Command, DomainError, IdempotencyKey, Outcome};
 use serde::{Deserialize, Serialize};

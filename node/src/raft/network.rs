@@ -1,10 +1,17 @@
-//! openraft's network over the gRPC peer transport: one lazily connected tonic channel per
-//! target. Transport failures become `Unreachable`, so openraft backs off instead of
-//! spinning on a dead peer, except a call that only ran past its deadline, which is
-//! retried at once; errors the peer's Raft returned come back as `RemoteError`.
+//! openraft's network: per target, the peer stream (`wire`) on a connection of its own, or
+//! the gRPC peer transport (one lazily connected tonic channel) for a peer that does not
+//! speak the stream (an earlier release). Transport failures become `Unreachable`, so
+//! openraft backs off instead of spinning on a dead peer, except a call that only ran past
+//! its deadline, which is retried at once; errors the peer's Raft returned come back as
+//! `RemoteError`.
+//!
+//! openraft drops a call that outlives its deadline (an append gets one heartbeat
+//! interval), so a call may stop anywhere. The stream's connection is therefore opened by a
+//! task of its own (a cancelled call does not abort a TLS handshake), and a connection whose
+//! request was sent but whose reply was never read is closed, not reused.
 
-use super::codec;
-use super::{NodeId, NodeInfo, TypeConfig};
+use super::wire::{self, PeerIo};
+use super::{codec, NodeId, NodeInfo, TypeConfig};
 use crate::tls::{host_of, Tls};
 use laundry_proto::raft::raft_service_client::RaftServiceClient;
 use laundry_proto::raft::RaftPayload;
@@ -18,11 +25,18 @@ use openraft::raft::{
 };
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
 /// How long to wait for a TCP connection to a peer.
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
+/// How long a peer has, once connected, to finish TLS and answer the stream's greeting.
+pub const STREAM_HELLO_TIMEOUT_MS: u64 = 2_000;
+/// How long a peer that did not answer the greeting is called over gRPC before the
+/// stream is tried again (it may have been upgraded meanwhile).
+pub const STREAM_RETRY_MS: u64 = 30_000;
 
 /// Dials peers: plain text, or mutual TLS when the node has TLS material.
 #[derive(Clone, Default)]
@@ -40,10 +54,103 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 
 pub struct PeerClient {
     target: NodeId,
+    peer_addr: String,
+    connector: Option<tokio_rustls::TlsConnector>,
+    stream: Stream,
     /// `None` when the peer address does not parse; every call then reports it.
     client: Result<RaftServiceClient<Channel>, String>,
-    /// How requests to this peer are encoded: JSON until its replies say it reads binary.
+    /// How gRPC requests to this peer are encoded: JSON until its replies say it reads
+    /// binary. The stream always sends binary (every node that speaks it reads binary).
     format: codec::Format,
+}
+
+/// Where the peer stream to one target stands.
+enum Stream {
+    /// No connection; the next call opens one.
+    Closed,
+    /// Being opened by its own task.
+    Opening(JoinHandle<Result<Box<dyn PeerIo>, OpenError>>),
+    Open(OpenStream),
+    /// The peer did not answer the greeting: gRPC until this instant.
+    Grpc {
+        until: Instant,
+    },
+}
+
+struct OpenStream {
+    io: BufReader<Box<dyn PeerIo>>,
+    /// A request went out and its reply has not been read: set before the write, cleared
+    /// after the read. Still set at the next call means that call was cancelled midway.
+    awaiting_reply: bool,
+    /// Exchanges completed on this connection; a failure on a used connection (the peer
+    /// restarted since) is retried once on a new one.
+    exchanges: u64,
+}
+
+#[derive(Debug)]
+enum OpenError {
+    /// No connection, or TLS refused: the peer is down or misconfigured.
+    Unreachable(String),
+    /// Connected, but the peer did not answer the greeting: an earlier release.
+    NotSpoken(String),
+}
+
+/// How a call over the stream failed.
+enum StreamFailure {
+    /// Use gRPC for this call (and for `STREAM_RETRY_MS`).
+    UseGrpc,
+    Unreachable(String),
+    /// Past the call's deadline.
+    Slow(String),
+}
+
+/// Connects to `addr`, completes TLS when `connector` is given, and exchanges the greeting.
+async fn open_stream(
+    addr: String,
+    connector: Option<tokio_rustls::TlsConnector>,
+) -> Result<Box<dyn PeerIo>, OpenError> {
+    let tcp = tokio::time::timeout(
+        Duration::from_millis(PEER_CONNECT_TIMEOUT_MS),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    .map_err(|_| OpenError::Unreachable(format!("connect to {addr}: timed out")))?
+    .map_err(|e| OpenError::Unreachable(format!("connect to {addr}: {e}")))?;
+    tcp.set_nodelay(true)
+        .map_err(|e| OpenError::Unreachable(format!("{addr}: set nodelay: {e}")))?;
+    let hello = async {
+        let mut io: Box<dyn PeerIo> = match connector {
+            Some(c) => {
+                let name = tokio_rustls::rustls::pki_types::ServerName::try_from(
+                    host_of(&addr).to_string(),
+                )
+                .map_err(|e| OpenError::Unreachable(format!("{addr}: TLS name: {e}")))?;
+                Box::new(
+                    c.connect(name, tcp)
+                        .await
+                        .map_err(|e| OpenError::Unreachable(format!("{addr}: TLS: {e}")))?,
+                )
+            }
+            None => Box::new(tcp),
+        };
+        let greet = async {
+            io.write_all(&wire::MAGIC).await?;
+            io.flush().await?;
+            let mut answer = [0u8; wire::MAGIC.len()];
+            io.read_exact(&mut answer).await?;
+            Ok::<_, std::io::Error>(answer)
+        };
+        match greet.await {
+            Ok(answer) if answer == wire::MAGIC => Ok(io),
+            Ok(_) => Err(OpenError::NotSpoken(format!(
+                "{addr}: answered another protocol"
+            ))),
+            Err(e) => Err(OpenError::NotSpoken(format!("{addr}: greeting: {e}"))),
+        }
+    };
+    tokio::time::timeout(Duration::from_millis(STREAM_HELLO_TIMEOUT_MS), hello)
+        .await
+        .map_err(|_| OpenError::NotSpoken(format!("{addr}: no greeting in time")))?
 }
 
 /// Connects lazily to a peer's Raft transport at `addr` (host:port), over mutual TLS when
@@ -63,11 +170,12 @@ pub fn peer_channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, String> {
     Ok(endpoint.connect_lazy())
 }
 
+/// The three RPCs; as a stream request's kind byte, `wire::Kind`'s values.
 #[derive(Clone, Copy)]
 enum Rpc {
-    Append,
-    Vote,
-    Snapshot,
+    Append = wire::Kind::Append as isize,
+    Vote = wire::Kind::Vote as isize,
+    Snapshot = wire::Kind::Snapshot as isize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +188,129 @@ impl PeerClient {
             .map(|ch| RaftServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
         PeerClient {
             target,
+            peer_addr: node.peer_addr.clone(),
+            connector: tls.map(|t| t.peer_connector()),
+            stream: Stream::Closed,
             client,
             format: codec::Format::Json,
         }
+    }
+
+    /// One request and its reply over the peer stream, opening the connection if needed.
+    /// `Ok` is the reply's payload.
+    async fn call_stream(
+        &mut self,
+        rpc: Rpc,
+        data: &[u8],
+        deadline: Duration,
+    ) -> Result<Vec<u8>, StreamFailure> {
+        // Two rounds at most: a used connection that fails is replaced once.
+        for _round in 0..2 {
+            match &mut self.stream {
+                Stream::Grpc { until } if Instant::now() < *until => {
+                    return Err(StreamFailure::UseGrpc)
+                }
+                Stream::Grpc { .. } | Stream::Closed => {
+                    let open = open_stream(self.peer_addr.clone(), self.connector.clone());
+                    self.stream = Stream::Opening(tokio::spawn(open));
+                }
+                Stream::Open(s) if s.awaiting_reply => {
+                    // The call that sent on it was cancelled: its reply may still come.
+                    self.stream = Stream::Closed;
+                    continue;
+                }
+                Stream::Open(_) | Stream::Opening(_) => {}
+            }
+            if let Stream::Opening(task) = &mut self.stream {
+                // Awaiting a handle by reference: a cancelled call leaves it to the next.
+                let opened = task.await;
+                match opened {
+                    Ok(Ok(io)) => {
+                        self.stream = Stream::Open(OpenStream {
+                            io: BufReader::new(io),
+                            awaiting_reply: false,
+                            exchanges: 0,
+                        })
+                    }
+                    Ok(Err(OpenError::NotSpoken(why))) => {
+                        tracing::info!(
+                            peer = self.target,
+                            %why,
+                            "peer does not speak the peer stream; using gRPC"
+                        );
+                        self.stream = Stream::Grpc {
+                            until: Instant::now() + Duration::from_millis(STREAM_RETRY_MS),
+                        };
+                        return Err(StreamFailure::UseGrpc);
+                    }
+                    Ok(Err(OpenError::Unreachable(why))) => {
+                        self.stream = Stream::Closed;
+                        return Err(StreamFailure::Unreachable(why));
+                    }
+                    Err(e) => {
+                        self.stream = Stream::Closed;
+                        return Err(StreamFailure::Unreachable(format!("opening: {e}")));
+                    }
+                }
+            }
+            let Stream::Open(s) = &mut self.stream else {
+                unreachable!("the stream was opened above");
+            };
+            s.awaiting_reply = true;
+            let exchange = async {
+                wire::write_frame(&mut s.io, rpc as u8, data).await?;
+                wire::read_frame(&mut s.io).await
+            };
+            let result = tokio::time::timeout(deadline, exchange).await;
+            let used = s.exchanges > 0;
+            match result {
+                Ok(Ok((wire::REPLY_OK, payload))) => {
+                    s.awaiting_reply = false;
+                    s.exchanges += 1;
+                    return Ok(payload);
+                }
+                Ok(Ok((wire::REPLY_REFUSED, reason))) => {
+                    s.awaiting_reply = false;
+                    tracing::warn!(
+                        peer = self.target,
+                        reason = %String::from_utf8_lossy(&reason),
+                        "peer refused a stream request; using gRPC"
+                    );
+                    self.stream = Stream::Grpc {
+                        until: Instant::now() + Duration::from_millis(STREAM_RETRY_MS),
+                    };
+                    return Err(StreamFailure::UseGrpc);
+                }
+                Ok(Ok((tag, _))) => {
+                    self.stream = Stream::Closed;
+                    return Err(StreamFailure::Unreachable(format!(
+                        "unknown reply tag {tag}"
+                    )));
+                }
+                Ok(Err(e)) => {
+                    self.stream = Stream::Closed;
+                    if used {
+                        tracing::debug!(
+                            peer = self.target,
+                            error = %e,
+                            "peer stream broke; reconnecting"
+                        );
+                        continue;
+                    }
+                    return Err(StreamFailure::Unreachable(e.to_string()));
+                }
+                Err(_) => {
+                    self.stream = Stream::Closed;
+                    return Err(StreamFailure::Slow(format!(
+                        "no reply within {} ms",
+                        deadline.as_millis()
+                    )));
+                }
+            }
+        }
+        Err(StreamFailure::Unreachable(
+            "the connection broke twice in one call".into(),
+        ))
     }
 
     async fn call<Req, Resp, E>(
@@ -96,6 +324,23 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
+        if !matches!(self.stream, Stream::Grpc { until } if Instant::now() < until) {
+            let data = codec::to_bytes(req, codec::Format::Binary)
+                .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
+            let target = self.target;
+            let msg = |why: String| Msg(format!("peer {target}: {why}"));
+            match self.call_stream(rpc, &data, option.hard_ttl()).await {
+                Ok(payload) => return self.decode_reply(&payload),
+                Err(StreamFailure::UseGrpc) => {}
+                Err(StreamFailure::Unreachable(why)) => {
+                    return Err(RPCError::Unreachable(Unreachable::new(&msg(why))))
+                }
+                // As a gRPC deadline below: retried at once, not backed off.
+                Err(StreamFailure::Slow(why)) => {
+                    return Err(RPCError::Network(NetworkError::new(&msg(why))))
+                }
+            }
+        }
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
@@ -140,8 +385,22 @@ impl PeerClient {
             tracing::info!(peer = self.target, ?format, "peer request encoding");
             self.format = format;
         }
+        self.decode_reply(&reply.into_inner().data)
+    }
+
+    // The error type is openraft's, fixed by `RaftNetwork`; boxing it here would only move
+    // the copy to the caller.
+    #[allow(clippy::result_large_err)]
+    fn decode_reply<Resp, E>(
+        &self,
+        payload: &[u8],
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let result: Result<Resp, RaftError<NodeId, E>> =
-            codec::from_bytes(&reply.into_inner().data).map_err(|e| {
+            codec::from_bytes(payload).map_err(|e| {
                 RPCError::Network(NetworkError::new(&Msg(format!(
                     "peer {}: {e}",
                     self.target
@@ -177,5 +436,150 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
         self.call(Rpc::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stream client against fake peers on loopback (real TCP): each fake speaks the
+    //! wire protocol and answers a vote with the vote it was sent, so a reply that went to
+    //! the wrong call is seen.
+    use super::*;
+    use openraft::Vote;
+    use tokio::net::TcpListener;
+
+    /// How a fake peer behaves.
+    #[derive(Clone, Copy)]
+    struct Fake {
+        /// Answer the greeting with other bytes and close (an earlier release).
+        foreign: bool,
+        /// Hold the first reply this long.
+        first_reply_delay_ms: u64,
+        /// Close each connection after this many replies.
+        replies_per_connection: usize,
+    }
+
+    const PLAIN: Fake = Fake {
+        foreign: false,
+        first_reply_delay_ms: 0,
+        replies_per_connection: usize::MAX,
+    };
+
+    async fn fake_peer(fake: Fake) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move {
+            let mut first = true;
+            // Bounded: the tests open a handful of connections.
+            for _ in 0..16 {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut hello = [0u8; 8];
+                if conn.read_exact(&mut hello).await.is_err() {
+                    continue;
+                }
+                if fake.foreign {
+                    let _ = conn.write_all(b"\x00\x00\x12\x04\x00\x00\x00\x00").await;
+                    continue;
+                }
+                conn.write_all(&wire::MAGIC).await.unwrap();
+                for _ in 0..fake.replies_per_connection {
+                    let Ok((_, payload)) = wire::read_frame(&mut conn).await else {
+                        break;
+                    };
+                    let req: VoteRequest<NodeId> = codec::from_bytes(&payload).unwrap();
+                    if first {
+                        first = false;
+                        tokio::time::sleep(Duration::from_millis(fake.first_reply_delay_ms)).await;
+                    }
+                    let reply: Result<VoteResponse<NodeId>, RaftError<NodeId>> =
+                        Ok(VoteResponse::new(req.vote, None, true));
+                    let bytes = codec::to_bytes(&reply, codec::Format::Json).unwrap();
+                    if wire::write_frame(&mut conn, wire::REPLY_OK, &bytes)
+                        .await
+                        .is_err()
+                    {
+                        break;
+                    }
+                }
+            }
+        });
+        addr
+    }
+
+    fn client(addr: &str) -> PeerClient {
+        let node = NodeInfo {
+            peer_addr: addr.to_string(),
+            ..Default::default()
+        };
+        PeerClient::new(2, &node, None)
+    }
+
+    async fn vote(c: &mut PeerClient, term: u64) -> Result<u64, String> {
+        let req = VoteRequest::new(Vote::new(term, 1), None);
+        c.vote(req, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .map(|r| r.vote.leader_id().term)
+            .map_err(|e| e.to_string())
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_call_does_not_hand_its_reply_to_the_next() {
+        let addr = fake_peer(Fake {
+            first_reply_delay_ms: 300,
+            ..PLAIN
+        })
+        .await;
+        let mut c = client(&addr);
+        // openraft drops a call at its deadline; so does this timeout.
+        let cancelled = tokio::time::timeout(Duration::from_millis(100), vote(&mut c, 1)).await;
+        assert!(cancelled.is_err(), "the first reply was held 300 ms");
+        assert_eq!(vote(&mut c, 2).await, Ok(2));
+        assert_eq!(vote(&mut c, 3).await, Ok(3));
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_peer_closed_is_replaced_within_the_call() {
+        let addr = fake_peer(Fake {
+            replies_per_connection: 1,
+            ..PLAIN
+        })
+        .await;
+        let mut c = client(&addr);
+        for term in 1..=3 {
+            assert_eq!(vote(&mut c, term).await, Ok(term));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_does_not_answer_the_greeting_is_called_over_grpc() {
+        let addr = fake_peer(Fake {
+            foreign: true,
+            ..PLAIN
+        })
+        .await;
+        let mut c = client(&addr);
+        // The fake speaks no gRPC either, so the call fails, but by way of gRPC.
+        assert!(vote(&mut c, 1).await.is_err());
+        assert!(
+            matches!(c.stream, Stream::Grpc { until } if until > Instant::now()),
+            "the client should have gone over to gRPC"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_closed_port_is_unreachable_and_tried_again_next_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        drop(listener);
+        let mut c = client(&addr);
+        let req = VoteRequest::new(Vote::new(1, 1), None);
+        let err = c
+            .vote(req, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+        assert!(matches!(c.stream, Stream::Closed));
     }
 }

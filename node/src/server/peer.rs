@@ -1,6 +1,8 @@
-//! The Raft transport server on the peer port: decodes openraft messages, hands them to the
-//! local Raft, encodes the result. Undecodable input is INVALID_ARGUMENT, never a panic.
-//! Requests are read in either codec format; replies say so (`codec::READS_BINARY_HEADER`).
+//! The gRPC Raft transport on the peer port. Nodes of this release replicate over the peer
+//! stream (`peer_stream`) and come here only for a peer without it. Decodes openraft
+//! messages, hands them to the local Raft, encodes the result. Undecodable input is
+//! INVALID_ARGUMENT, never a panic. Requests are read in either codec format; replies say
+//! so (`codec::READS_BINARY_HEADER`).
 
 use crate::raft::{codec, Raft};
 use laundry_proto::raft::raft_service_server::RaftService;
