@@ -13,6 +13,12 @@ use std::path::PathBuf;
 /// the log after the snapshot, about 4-6 µs per operation measured (1.1 M operations in
 /// 4.8-6.4 s, `scripts/bench-restart.sh`), so this bounds that part of a start to ~2 s.
 pub const DEFAULT_SNAPSHOT_OPS: u64 = 400_000;
+/// Entries after which openraft builds a snapshot and compacts the log (etcd's default
+/// `--snapshot-count`). The operation count above already bounds what a start re-applies;
+/// at 10 000 a node taking 1 500 entries/s rebuilt every 7 s, all replicas at once, and each
+/// build's file writes delayed the log's fdatasync: p99 36-42 ms at half of peak with the
+/// builds inside the run against 6 ms without (benches/RESULTS.md).
+pub const DEFAULT_SNAPSHOT_LOGS: u64 = 100_000;
 
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "laundry-node", version, about = "Laundry List store node")]
@@ -331,7 +337,10 @@ impl NodeConfig {
             admin_token,
             advertise,
             initial_members,
-            snapshot_logs: args.snapshot_logs.or(file.snapshot_logs).unwrap_or(10_000),
+            snapshot_logs: args
+                .snapshot_logs
+                .or(file.snapshot_logs)
+                .unwrap_or(DEFAULT_SNAPSHOT_LOGS),
             snapshot_ops: args
                 .snapshot_ops
                 .or(file.snapshot_ops)

@@ -11,7 +11,7 @@
 //!   movement count and the movements, each record and movement postcard-encoded. Records
 //!   are written from borrowed state ([`RecordRef`]), so a build clones none of them.
 //!   About a quarter of the JSON's size and several times faster to write (measured:
-//!   `benches/RESULTS.md`), and a build runs every 10 000 entries on every node at once.
+//!   `benches/RESULTS.md`), and a build runs on every node at once (`--snapshot-logs`).
 //!
 //! The checksum covers the whole body; a snapshot that fails it, is truncated, or carries
 //! trailing bytes is refused with a precise error and never installed.
