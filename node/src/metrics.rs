@@ -43,6 +43,33 @@ pub struct PeerLabels {
     pub peer: u64,
 }
 
+/// Which transport a Raft RPC to a peer went over.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PeerTransport {
+    /// The peer stream (`raft::wire`).
+    Stream,
+    /// gRPC: the peer did not answer the stream's greeting (an earlier release).
+    Grpc,
+}
+
+/// What became of one Raft RPC to a peer, as transport: whether an answer came back.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum PeerCallOutcome {
+    /// The peer's Raft answered (its answer may be a refusal, such as a higher term).
+    Answered,
+    /// No connection: openraft backs off before calling this peer again.
+    Unreachable,
+    /// Connected, but no usable answer: past its deadline, or not decodable.
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerCallLabels {
+    pub peer: u64,
+    pub transport: PeerTransport,
+    pub outcome: PeerCallOutcome,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum SnapshotEvent {
     Built,
@@ -78,6 +105,8 @@ pub struct Metrics {
     pub storage_bytes: Gauge,
     pub raft_log_bytes: Gauge,
     pub replication_lag: Family<PeerLabels, Gauge>,
+    pub peer_calls: Family<PeerCallLabels, Counter>,
+    pub peer_stream_connects: Family<PeerLabels, Counter>,
     pub open_reservations: Gauge,
     pub clock_ms: Gauge<u64, AtomicU64>,
 }
@@ -113,6 +142,8 @@ impl Metrics {
             storage_bytes: Gauge::default(),
             raft_log_bytes: Gauge::default(),
             replication_lag: Family::default(),
+            peer_calls: Family::default(),
+            peer_stream_connects: Family::default(),
             open_reservations: Gauge::default(),
             clock_ms: Gauge::default(),
         };
@@ -198,6 +229,17 @@ impl Metrics {
                 "replication_lag_entries",
                 "Entries a follower is behind (on the leader)",
                 m.replication_lag.clone(),
+            );
+            r.register(
+                "peer_calls",
+                "Raft RPCs this node sent, by peer, transport and outcome",
+                m.peer_calls.clone(),
+            );
+            r.register(
+                "peer_stream_connects",
+                "Peer-stream connections opened (greeting answered), by peer; each call \
+                 openraft cancels at its deadline costs one",
+                m.peer_stream_connects.clone(),
             );
             r.register(
                 "open_reservations",

@@ -73,7 +73,10 @@ pub async fn run(
     let raft = Raft::new(
         cfg.id,
         Arc::new(raft_config),
-        NetworkFactory { tls: tls.clone() },
+        NetworkFactory {
+            tls: tls.clone(),
+            metrics: Some(metrics.clone()),
+        },
         log,
         sm.clone(),
     )

@@ -181,6 +181,9 @@ async fn health_readiness_metrics_cluster_and_the_admin_token() {
         "laundry_grpc_requests_total{method=\"Ship\",code=\"FAILED_PRECONDITION\"} 1",
         "laundry_replication_lag_entries{peer=",
         "laundry_storage_bytes ",
+        // Replication goes over the peer stream; nothing needed gRPC.
+        "transport=\"Stream\",outcome=\"Answered\"}",
+        "laundry_peer_stream_connects_total{peer=",
     ] {
         assert!(
             metrics.body.contains(needle),
@@ -188,6 +191,11 @@ async fn health_readiness_metrics_cluster_and_the_admin_token() {
             metrics.body
         );
     }
+    assert!(
+        !metrics.body.contains("transport=\"Grpc\""),
+        "a peer of the same release was called over gRPC:\n{}",
+        metrics.body
+    );
 
     let status = admin
         .request(&leader_ep, "GET", "/cluster", None)

@@ -12,6 +12,7 @@
 
 use super::wire::{self, PeerIo};
 use super::{codec, NodeId, NodeInfo, TypeConfig};
+use crate::metrics::{Metrics, PeerCallLabels, PeerCallOutcome, PeerLabels, PeerTransport};
 use crate::tls::{host_of, Tls};
 use laundry_proto::raft::raft_service_client::RaftServiceClient;
 use laundry_proto::raft::RaftPayload;
@@ -42,13 +43,15 @@ pub const STREAM_RETRY_MS: u64 = 30_000;
 #[derive(Clone, Default)]
 pub struct NetworkFactory {
     pub tls: Option<Arc<Tls>>,
+    /// Where calls and stream connections are counted; `None` counts nothing.
+    pub metrics: Option<Arc<Metrics>>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient::new(target, node, self.tls.as_deref())
+        PeerClient::new(target, node, self.tls.as_deref(), self.metrics.clone())
     }
 }
 
@@ -62,6 +65,7 @@ pub struct PeerClient {
     /// How gRPC requests to this peer are encoded: JSON until its replies say it reads
     /// binary. The stream always sends binary (every node that speaks it reads binary).
     format: codec::Format,
+    metrics: Option<Arc<Metrics>>,
 }
 
 /// Where the peer stream to one target stands.
@@ -183,7 +187,12 @@ enum Rpc {
 struct Msg(String);
 
 impl PeerClient {
-    fn new(target: NodeId, node: &NodeInfo, tls: Option<&Tls>) -> Self {
+    fn new(
+        target: NodeId,
+        node: &NodeInfo,
+        tls: Option<&Tls>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Self {
         let client = peer_channel(&node.peer_addr, tls)
             .map(|ch| RaftServiceClient::new(ch).max_decoding_message_size(64 * 1024 * 1024));
         PeerClient {
@@ -193,6 +202,7 @@ impl PeerClient {
             stream: Stream::Closed,
             client,
             format: codec::Format::Json,
+            metrics,
         }
     }
 
@@ -226,6 +236,10 @@ impl PeerClient {
                 let opened = task.await;
                 match opened {
                     Ok(Ok(io)) => {
+                        if let Some(m) = &self.metrics {
+                            let peer = PeerLabels { peer: self.target };
+                            m.peer_stream_connects.get_or_create(&peer).inc();
+                        }
                         self.stream = Stream::Open(OpenStream {
                             io: BufReader::new(io),
                             awaiting_reply: false,
@@ -313,6 +327,7 @@ impl PeerClient {
         ))
     }
 
+    /// One RPC, counted in `peer_calls` by the transport it went over and what came back.
     async fn call<Req, Resp, E>(
         &mut self,
         rpc: Rpc,
@@ -324,23 +339,76 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if !matches!(self.stream, Stream::Grpc { until } if Instant::now() < until) {
-            let data = codec::to_bytes(req, codec::Format::Binary)
-                .map_err(|e| RPCError::Network(NetworkError::new(&Msg(e))))?;
-            let target = self.target;
-            let msg = |why: String| Msg(format!("peer {target}: {why}"));
-            match self.call_stream(rpc, &data, option.hard_ttl()).await {
-                Ok(payload) => return self.decode_reply(&payload),
-                Err(StreamFailure::UseGrpc) => {}
-                Err(StreamFailure::Unreachable(why)) => {
-                    return Err(RPCError::Unreachable(Unreachable::new(&msg(why))))
-                }
-                // As a gRPC deadline below: retried at once, not backed off.
-                Err(StreamFailure::Slow(why)) => {
-                    return Err(RPCError::Network(NetworkError::new(&msg(why))))
-                }
+        let (transport, result) = match self.try_stream(rpc, req, option).await {
+            Some(result) => (PeerTransport::Stream, result),
+            None => (PeerTransport::Grpc, self.call_grpc(rpc, req, option).await),
+        };
+        if let Some(m) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) | Err(RPCError::RemoteError(_)) => PeerCallOutcome::Answered,
+                Err(RPCError::Unreachable(_)) => PeerCallOutcome::Unreachable,
+                Err(_) => PeerCallOutcome::Failed,
+            };
+            let labels = PeerCallLabels {
+                peer: self.target,
+                transport,
+                outcome,
+            };
+            m.peer_calls.get_or_create(&labels).inc();
+        }
+        result
+    }
+
+    /// The RPC over the peer stream; `None` when this peer is to be called over gRPC.
+    // The error type is openraft's, fixed by `RaftNetwork` (see `decode_reply`).
+    #[allow(clippy::type_complexity)]
+    async fn try_stream<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Option<Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        if matches!(self.stream, Stream::Grpc { until } if Instant::now() < until) {
+            return None;
+        }
+        let data = match codec::to_bytes(req, codec::Format::Binary) {
+            Ok(data) => data,
+            Err(e) => return Some(Err(RPCError::Network(NetworkError::new(&Msg(e))))),
+        };
+        let target = self.target;
+        let msg = |why: String| Msg(format!("peer {target}: {why}"));
+        match self.call_stream(rpc, &data, option.hard_ttl()).await {
+            Ok(payload) => Some(self.decode_reply(&payload)),
+            Err(StreamFailure::UseGrpc) => None,
+            Err(StreamFailure::Unreachable(why)) => {
+                Some(Err(RPCError::Unreachable(Unreachable::new(&msg(why)))))
+            }
+            // As a gRPC deadline (`call_grpc`): retried at once, not backed off.
+            Err(StreamFailure::Slow(why)) => {
+                Some(Err(RPCError::Network(NetworkError::new(&msg(why)))))
             }
         }
+    }
+
+    /// The RPC over gRPC, for a peer without the peer stream.
+    // The error type is openraft's, fixed by `RaftNetwork` (see `decode_reply`).
+    #[allow(clippy::result_large_err)]
+    async fn call_grpc<Req, Resp, E>(
+        &mut self,
+        rpc: Rpc,
+        req: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let client = match &mut self.client {
             Ok(c) => c,
             Err(e) => return Err(RPCError::Unreachable(Unreachable::new(&Msg(e.clone())))),
@@ -513,7 +581,37 @@ mod tests {
             peer_addr: addr.to_string(),
             ..Default::default()
         };
-        PeerClient::new(2, &node, None)
+        PeerClient::new(2, &node, None, Some(Arc::new(Metrics::new())))
+    }
+
+    /// Calls `c` counted over `transport` with `outcome`.
+    fn counted(c: &PeerClient, transport: PeerTransport, outcome: PeerCallOutcome) -> u64 {
+        let labels = PeerCallLabels {
+            peer: 2,
+            transport,
+            outcome,
+        };
+        c.metrics
+            .as_ref()
+            .unwrap()
+            .peer_calls
+            .get_or_create(&labels)
+            .get()
+    }
+
+    /// Calls `c` counted over `transport`, whatever came of them.
+    fn counted_over(c: &PeerClient, transport: PeerTransport) -> u64 {
+        use PeerCallOutcome::*;
+        [Answered, Unreachable, Failed]
+            .into_iter()
+            .map(|o| counted(c, transport, o))
+            .sum()
+    }
+
+    fn connects(c: &PeerClient) -> u64 {
+        let peer = PeerLabels { peer: 2 };
+        let m = c.metrics.as_ref().unwrap();
+        m.peer_stream_connects.get_or_create(&peer).get()
     }
 
     async fn vote(c: &mut PeerClient, term: u64) -> Result<u64, String> {
@@ -537,6 +635,12 @@ mod tests {
         assert!(cancelled.is_err(), "the first reply was held 300 ms");
         assert_eq!(vote(&mut c, 2).await, Ok(2));
         assert_eq!(vote(&mut c, 3).await, Ok(3));
+        // The cancelled call is not counted; its connection was replaced.
+        assert_eq!(
+            counted(&c, PeerTransport::Stream, PeerCallOutcome::Answered),
+            2
+        );
+        assert_eq!(connects(&c), 2);
     }
 
     #[tokio::test]
@@ -550,6 +654,11 @@ mod tests {
         for term in 1..=3 {
             assert_eq!(vote(&mut c, term).await, Ok(term));
         }
+        assert_eq!(
+            counted(&c, PeerTransport::Stream, PeerCallOutcome::Answered),
+            3
+        );
+        assert_eq!(connects(&c), 3);
     }
 
     #[tokio::test]
@@ -566,6 +675,9 @@ mod tests {
             matches!(c.stream, Stream::Grpc { until } if until > Instant::now()),
             "the client should have gone over to gRPC"
         );
+        assert_eq!(counted_over(&c, PeerTransport::Grpc), 1);
+        assert_eq!(counted_over(&c, PeerTransport::Stream), 0);
+        assert_eq!(connects(&c), 0);
     }
 
     #[tokio::test]
@@ -581,5 +693,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
         assert!(matches!(c.stream, Stream::Closed));
+        let unreachable = PeerCallOutcome::Unreachable;
+        assert_eq!(counted(&c, PeerTransport::Stream, unreachable), 1);
     }
 }
