@@ -10,7 +10,7 @@
 //! task of its own (a cancelled call does not abort a TLS handshake), and a connection whose
 //! request was sent but whose reply was never read is closed, not reused.
 
-use super::wire::{self, PeerIo};
+use super::wire::{self, Kind, PeerIo};
 use super::{codec, NodeId, NodeInfo, TypeConfig};
 use crate::metrics::{Metrics, PeerCallLabels, PeerCallOutcome, PeerLabels, PeerTransport};
 use crate::tls::{host_of, Tls};
@@ -86,9 +86,9 @@ struct OpenStream {
     /// A request went out and its reply has not been read: set before the write, cleared
     /// after the read. Still set at the next call means that call was cancelled midway.
     awaiting_reply: bool,
-    /// Exchanges completed on this connection; a failure on a used connection (the peer
-    /// restarted since) is retried once on a new one.
-    exchanges: u64,
+    /// An exchange has completed on this connection; a failure on a used connection (the
+    /// peer restarted since) is retried once on a new one.
+    used: bool,
 }
 
 #[derive(Debug)]
@@ -174,14 +174,6 @@ pub fn peer_channel(addr: &str, tls: Option<&Tls>) -> Result<Channel, String> {
     Ok(endpoint.connect_lazy())
 }
 
-/// The three RPCs; as a stream request's kind byte, `wire::Kind`'s values.
-#[derive(Clone, Copy)]
-enum Rpc {
-    Append = wire::Kind::Append as isize,
-    Vote = wire::Kind::Vote as isize,
-    Snapshot = wire::Kind::Snapshot as isize,
-}
-
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct Msg(String);
@@ -210,7 +202,7 @@ impl PeerClient {
     /// `Ok` is the reply's payload.
     async fn call_stream(
         &mut self,
-        rpc: Rpc,
+        rpc: Kind,
         data: &[u8],
         deadline: Duration,
     ) -> Result<Vec<u8>, StreamFailure> {
@@ -243,7 +235,7 @@ impl PeerClient {
                         self.stream = Stream::Open(OpenStream {
                             io: BufReader::new(io),
                             awaiting_reply: false,
-                            exchanges: 0,
+                            used: false,
                         })
                     }
                     Ok(Err(OpenError::NotSpoken(why))) => {
@@ -276,11 +268,11 @@ impl PeerClient {
                 wire::read_frame(&mut s.io).await
             };
             let result = tokio::time::timeout(deadline, exchange).await;
-            let used = s.exchanges > 0;
+            let used = s.used;
             match result {
                 Ok(Ok((wire::REPLY_OK, payload))) => {
                     s.awaiting_reply = false;
-                    s.exchanges += 1;
+                    s.used = true;
                     return Ok(payload);
                 }
                 Ok(Ok((wire::REPLY_REFUSED, reason))) => {
@@ -330,7 +322,7 @@ impl PeerClient {
     /// One RPC, counted in `peer_calls` by the transport it went over and what came back.
     async fn call<Req, Resp, E>(
         &mut self,
-        rpc: Rpc,
+        rpc: Kind,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
@@ -364,7 +356,7 @@ impl PeerClient {
     #[allow(clippy::type_complexity)]
     async fn try_stream<Req, Resp, E>(
         &mut self,
-        rpc: Rpc,
+        rpc: Kind,
         req: &Req,
         option: &RPCOption,
     ) -> Option<Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>>
@@ -400,7 +392,7 @@ impl PeerClient {
     #[allow(clippy::result_large_err)]
     async fn call_grpc<Req, Resp, E>(
         &mut self,
-        rpc: Rpc,
+        rpc: Kind,
         req: &Req,
         option: &RPCOption,
     ) -> Result<Resp, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>
@@ -418,9 +410,9 @@ impl PeerClient {
         let mut request = tonic::Request::new(RaftPayload { data });
         request.set_timeout(option.hard_ttl());
         let reply = match rpc {
-            Rpc::Append => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::Snapshot => client.install_snapshot(request).await,
+            Kind::Append => client.append_entries(request).await,
+            Kind::Vote => client.vote(request).await,
+            Kind::Snapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| {
             let msg = Msg(format!("peer {}: {}", self.target, status));
@@ -484,7 +476,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Append, &rpc, &option).await
+        self.call(Kind::Append, &rpc, &option).await
     }
 
     async fn install_snapshot(
@@ -495,7 +487,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         InstallSnapshotResponse<NodeId>,
         RPCError<NodeId, NodeInfo, RaftError<NodeId, InstallSnapshotError>>,
     > {
-        self.call(Rpc::Snapshot, &rpc, &option).await
+        self.call(Kind::Snapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -503,7 +495,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, NodeInfo, RaftError<NodeId>>> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Kind::Vote, &rpc, &option).await
     }
 }
 

@@ -1,14 +1,15 @@
 //! The peer port's listener: accepts each connection, completes mutual TLS when the node
 //! has TLS material, and reads the first 8 bytes. `wire::MAGIC` means the peer stream, which
 //! this module serves; anything else is handed, with those bytes put back, to the gRPC
-//! server (`peer`), which earlier releases and `laundryctl`'s peer checks use.
+//! server (`peer`): earlier releases, the start-up `PeerStatus` probe and the leader
+//! hand-off's `Campaign` use it.
 //!
 //! Bounds: at most `MAX_PEER_STREAMS` connections are being told apart or served as streams
 //! at once (a further connection is closed at accept); the first bytes must come within
 //! `SNIFF_TIMEOUT_MS`; a stream that sends no request for `STREAM_IDLE_MS` is closed.
 
 use crate::raft::wire::{self, Kind, PeerIo};
-use crate::raft::{codec, Raft};
+use crate::raft::Raft;
 use crate::tls::Tls;
 use std::io;
 use std::pin::Pin;
@@ -206,30 +207,13 @@ async fn serve_stream(io: Box<dyn PeerIo>, raft: Raft, mut stop: watch::Receiver
             tracing::warn!(tag, "peer stream closed: unknown request kind");
             return;
         };
-        let (status, body) = match answer(&raft, kind, &payload).await {
+        let (status, body) = match super::peer::answer(&raft, kind, &payload).await {
             Ok(bytes) => (wire::REPLY_OK, bytes),
-            Err(reason) => (wire::REPLY_REFUSED, reason.into_bytes()),
+            Err(e) => (wire::REPLY_REFUSED, e.reason().as_bytes().to_vec()),
         };
         if let Err(e) = wire::write_frame(&mut io, status, &body).await {
             tracing::debug!(error = %e, "peer stream closed while replying");
             return;
         }
-    }
-}
-
-/// Decodes a request, hands it to the local Raft and encodes what it returned. `Err` is a
-/// request that could not be decoded (or a result that could not be encoded).
-async fn answer(raft: &Raft, kind: Kind, payload: &[u8]) -> Result<Vec<u8>, String> {
-    let json = codec::Format::Json;
-    match kind {
-        Kind::Append => codec::to_bytes(
-            &raft.append_entries(codec::from_bytes(payload)?).await,
-            json,
-        ),
-        Kind::Vote => codec::to_bytes(&raft.vote(codec::from_bytes(payload)?).await, json),
-        Kind::Snapshot => codec::to_bytes(
-            &raft.install_snapshot(codec::from_bytes(payload)?).await,
-            json,
-        ),
     }
 }
