@@ -198,6 +198,18 @@ impl PeerClient {
         }
     }
 
+    /// The peer did not speak the stream lately: call it over gRPC for now.
+    fn on_grpc(&self) -> bool {
+        matches!(self.stream, Stream::Grpc { until } if Instant::now() < until)
+    }
+
+    /// Calls this peer over gRPC for `STREAM_RETRY_MS`, then tries the stream again.
+    fn use_grpc_for_a_while(&mut self) {
+        self.stream = Stream::Grpc {
+            until: Instant::now() + Duration::from_millis(STREAM_RETRY_MS),
+        };
+    }
+
     /// One request and its reply over the peer stream, opening the connection if needed.
     /// `Ok` is the reply's payload.
     async fn call_stream(
@@ -208,10 +220,11 @@ impl PeerClient {
     ) -> Result<Vec<u8>, StreamFailure> {
         // Two rounds at most: a used connection that fails is replaced once.
         for _round in 0..2 {
+            if self.on_grpc() {
+                return Err(StreamFailure::UseGrpc);
+            }
             match &mut self.stream {
-                Stream::Grpc { until } if Instant::now() < *until => {
-                    return Err(StreamFailure::UseGrpc)
-                }
+                // `Grpc` here: its pause is over, so the stream is tried again.
                 Stream::Grpc { .. } | Stream::Closed => {
                     let open = open_stream(self.peer_addr.clone(), self.connector.clone());
                     self.stream = Stream::Opening(tokio::spawn(open));
@@ -244,9 +257,7 @@ impl PeerClient {
                             %why,
                             "peer does not speak the peer stream; using gRPC"
                         );
-                        self.stream = Stream::Grpc {
-                            until: Instant::now() + Duration::from_millis(STREAM_RETRY_MS),
-                        };
+                        self.use_grpc_for_a_while();
                         return Err(StreamFailure::UseGrpc);
                     }
                     Ok(Err(OpenError::Unreachable(why))) => {
@@ -282,9 +293,7 @@ impl PeerClient {
                         reason = %String::from_utf8_lossy(&reason),
                         "peer refused a stream request; using gRPC"
                     );
-                    self.stream = Stream::Grpc {
-                        until: Instant::now() + Duration::from_millis(STREAM_RETRY_MS),
-                    };
+                    self.use_grpc_for_a_while();
                     return Err(StreamFailure::UseGrpc);
                 }
                 Ok(Ok((tag, _))) => {
@@ -365,7 +374,7 @@ impl PeerClient {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        if matches!(self.stream, Stream::Grpc { until } if Instant::now() < until) {
+        if self.on_grpc() {
             return None;
         }
         let data = match codec::to_bytes(req, codec::Format::Binary) {
@@ -600,6 +609,11 @@ mod tests {
             .sum()
     }
 
+    /// Calls `c` counted as answered over the stream.
+    fn answered(c: &PeerClient) -> u64 {
+        counted(c, PeerTransport::Stream, PeerCallOutcome::Answered)
+    }
+
     fn connects(c: &PeerClient) -> u64 {
         let peer = PeerLabels { peer: 2 };
         let m = c.metrics.as_ref().unwrap();
@@ -628,10 +642,7 @@ mod tests {
         assert_eq!(vote(&mut c, 2).await, Ok(2));
         assert_eq!(vote(&mut c, 3).await, Ok(3));
         // The cancelled call is not counted; its connection was replaced.
-        assert_eq!(
-            counted(&c, PeerTransport::Stream, PeerCallOutcome::Answered),
-            2
-        );
+        assert_eq!(answered(&c), 2);
         assert_eq!(connects(&c), 2);
     }
 
@@ -646,10 +657,7 @@ mod tests {
         for term in 1..=3 {
             assert_eq!(vote(&mut c, term).await, Ok(term));
         }
-        assert_eq!(
-            counted(&c, PeerTransport::Stream, PeerCallOutcome::Answered),
-            3
-        );
+        assert_eq!(answered(&c), 3);
         assert_eq!(connects(&c), 3);
     }
 
