@@ -95,7 +95,8 @@ struct OpenStream {
 enum OpenError {
     /// No connection, or TLS refused: the peer is down or misconfigured.
     Unreachable(String),
-    /// Connected, but the peer did not answer the greeting: an earlier release.
+    /// Connected, but the peer answered the greeting with other bytes or closed: an
+    /// earlier release.
     NotSpoken(String),
 }
 
@@ -152,9 +153,18 @@ async fn open_stream(
             Err(e) => Err(OpenError::NotSpoken(format!("{addr}: greeting: {e}"))),
         }
     };
+    // Silence is not an answer: an earlier release answers at once (its HTTP/2 server sends
+    // its settings, or closes on the greeting), so a peer that says nothing in time is
+    // stalled (paused, overloaded) and is tried again, not taken for an earlier release.
+    // Taking it for one sent gRPC requests into a frozen peer's socket, to be acted on when
+    // it woke (seen in `tests/cluster.rs`).
     tokio::time::timeout(Duration::from_millis(STREAM_HELLO_TIMEOUT_MS), hello)
         .await
-        .map_err(|_| OpenError::NotSpoken(format!("{addr}: no greeting in time")))?
+        .map_err(|_| {
+            OpenError::Unreachable(format!(
+                "{addr}: no greeting within {STREAM_HELLO_TIMEOUT_MS} ms (stalled?)"
+            ))
+        })?
 }
 
 /// Connects lazily to a peer's Raft transport at `addr` (host:port), over mutual TLS when
@@ -522,6 +532,8 @@ mod tests {
     struct Fake {
         /// Answer the greeting with other bytes and close (an earlier release).
         foreign: bool,
+        /// Read the greeting and say nothing (a frozen peer).
+        silent: bool,
         /// Hold the first reply this long.
         first_reply_delay_ms: u64,
         /// Close each connection after this many replies.
@@ -530,6 +542,7 @@ mod tests {
 
     const PLAIN: Fake = Fake {
         foreign: false,
+        silent: false,
         first_reply_delay_ms: 0,
         replies_per_connection: usize::MAX,
     };
@@ -550,6 +563,14 @@ mod tests {
                 }
                 if fake.foreign {
                     let _ = conn.write_all(b"\x00\x00\x12\x04\x00\x00\x00\x00").await;
+                    continue;
+                }
+                if fake.silent {
+                    // Keep the connection open and unanswered until the test ends.
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                        drop(conn);
+                    });
                     continue;
                 }
                 conn.write_all(&wire::MAGIC).await.unwrap();
@@ -678,6 +699,29 @@ mod tests {
         assert_eq!(counted_over(&c, PeerTransport::Grpc), 1);
         assert_eq!(counted_over(&c, PeerTransport::Stream), 0);
         assert_eq!(connects(&c), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_says_nothing_is_unreachable_not_an_earlier_release() {
+        let addr = fake_peer(Fake {
+            silent: true,
+            ..PLAIN
+        })
+        .await;
+        let mut c = client(&addr);
+        let req = VoteRequest::new(Vote::new(1, 1), None);
+        let err = c
+            .vote(req, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+        assert!(
+            matches!(c.stream, Stream::Closed),
+            "a silent peer must not send the client over to gRPC"
+        );
+        assert_eq!(counted_over(&c, PeerTransport::Grpc), 0);
+        let unreachable = PeerCallOutcome::Unreachable;
+        assert_eq!(counted(&c, PeerTransport::Stream, unreachable), 1);
     }
 
     #[tokio::test]
