@@ -69,7 +69,10 @@ fn proposed_status(result: Proposed) -> Result<pb::WriteResponse, Status> {
             leader_node,
         }) => Err(status::not_leader(leader_id, leader_node)),
         Err(ProposeError::Membership(e)) => Err(Status::failed_precondition(e)),
-        Err(e @ ProposeError::Stopped(_)) => Err(Status::unavailable(e.to_string())),
+        // Both retryable: the client retries under the write's idempotency key.
+        Err(e @ (ProposeError::Stopped(_) | ProposeError::Indeterminate(_))) => {
+            Err(Status::unavailable(e.to_string()))
+        }
         Err(e @ ProposeError::NoResult) => Err(Status::internal(e.to_string())),
     }
 }

@@ -190,6 +190,32 @@ impl TestCluster {
         }
     }
 
+    /// SIGSTOP (`stop`) or SIGCONT node `i`: a process that freezes with its sockets open,
+    /// like a long pause or a stalled VM.
+    pub fn pause(&self, i: usize, stop: bool) {
+        let pid = self.nodes[i].child.as_ref().expect("node running").id();
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} {pid}");
+    }
+
+    /// A client of node `i` alone that waits up to `timeout_ms` for one answer and neither
+    /// retries nor follows leader hints: what that node itself says.
+    pub fn client_of_patient(&self, i: usize, timeout_ms: u64) -> Client {
+        let cfg = ClientConfig {
+            max_attempts: 1,
+            attempt_timeout_ms: timeout_ms,
+            total_timeout_ms: timeout_ms,
+            coalesce_writes: false,
+            tls: self.client_tls.clone(),
+            ..ClientConfig::default()
+        };
+        Client::new(&[self.nodes[i].client_addr.clone()], cfg).unwrap()
+    }
+
     pub fn wipe(&mut self, i: usize) {
         assert!(self.nodes[i].child.is_none());
         std::fs::remove_dir_all(&self.nodes[i].data_dir).unwrap();
