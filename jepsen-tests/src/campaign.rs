@@ -77,6 +77,9 @@ pub struct Cluster {
     clock_files: Option<Vec<PathBuf>>,
     results: PathBuf,
     members: String,
+    /// The nodes' `RUST_LOG`: `LAUNDRY_JEPSEN_NODE_LOG` when set (to trace a failure),
+    /// else info with openraft's warnings.
+    node_log: String,
 }
 
 /// The nodes' admin token (membership changes need one).
@@ -118,6 +121,8 @@ impl Cluster {
             clock_files: None,
             results: results.to_path_buf(),
             members,
+            node_log: std::env::var("LAUNDRY_JEPSEN_NODE_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
         };
         if faketime {
             let files: Vec<PathBuf> = (0..n)
@@ -159,7 +164,7 @@ impl Cluster {
             ))
             .args(["--admin-token", ADMIN_TOKEN])
             .args(&self.node_args)
-            .env("RUST_LOG", "info,openraft=warn")
+            .env("RUST_LOG", &self.node_log)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;
@@ -458,9 +463,16 @@ pub async fn check_recovery(
             })
             .await;
         if r.is_ok() {
-            break Ok(healed.elapsed());
+            break match each_node_answers_writes(cluster, healed + cfg.recovery_bound).await {
+                Ok(()) => Ok(healed.elapsed()),
+                Err(e) => {
+                    dump_diagnostics(cluster).await;
+                    Err(e)
+                }
+            };
         }
         if healed.elapsed() > cfg.recovery_bound {
+            dump_diagnostics(cluster).await;
             break Err(format!(
                 "no write acknowledged within {:?} of healing: {r:?}",
                 cfg.recovery_bound
@@ -468,6 +480,81 @@ pub async fn check_recovery(
         }
     };
     Ok(recovery)
+}
+
+/// Sends a write straight to each running node (no redirection) until it answers: applied
+/// on the leader, or refused with the leader's address on a follower. Why: a node whose
+/// write path hangs does not show in the cluster-wide probe, which the client steers to
+/// the leader, yet every client that reaches that node waits out its timeout, and the node
+/// is one election away from leading with it.
+async fn each_node_answers_writes(cluster: &Cluster, deadline: Instant) -> Result<(), String> {
+    /// One attempt's bound: far above a healthy answer, below the client's default.
+    const ATTEMPT_MS: u64 = 1_000;
+    for (i, endpoint) in cluster.endpoints().iter().enumerate() {
+        if !cluster.is_running(i) {
+            continue;
+        }
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(Duration::from_millis(ATTEMPT_MS))
+            .connect_lazy();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let mut request = tonic::Request::new(pb::CreateLocationRequest {
+                id: format!("node-probe-{}-{attempt}", i + 1),
+                name: "per-node write probe".into(),
+                kind: pb::LocationKind::Warehouse as i32,
+                options: Some(pb::WriteOptions {
+                    idempotency_key: format!("node-probe-{}-{attempt}", i + 1),
+                    ..Default::default()
+                }),
+            });
+            request.set_timeout(Duration::from_millis(ATTEMPT_MS));
+            let answer = InventoryServiceClient::new(channel.clone())
+                .create_location(request)
+                .await;
+            let last = match answer {
+                Ok(_) => break,
+                Err(s) if s.metadata().get(laundry_proto::LEADER_ADDR_KEY).is_some() => break,
+                Err(s) => format!("{:?}: {}", s.code(), s.message()),
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "node {} answered no write (applied, or refused with the leader's \
+                     address) within the recovery bound; {attempt} attempts, last: {last}",
+                    i + 1
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Saves each running node's `/cluster` view and `/metrics` next to its log
+/// (`node-N.diag.txt`), so a campaign that did not recover can be read afterwards: which
+/// node leads, what it proposed, which peers it reaches.
+async fn dump_diagnostics(cluster: &Cluster) {
+    let admin = cluster.admin();
+    for i in 0..cluster.hosts.hosts.len() {
+        if !cluster.is_running(i) {
+            continue;
+        }
+        let endpoint = addr(&cluster.hosts, i, 7601);
+        let mut text = String::new();
+        for path in ["/cluster", "/metrics"] {
+            let answer = match admin.request(&endpoint, "GET", path, None).await {
+                Ok(r) => format!("status {}\n{}", r.status, r.body),
+                Err(e) => format!("no answer: {e}"),
+            };
+            text.push_str(&format!("== GET {path}\n{answer}\n"));
+        }
+        let file = cluster.results.join(format!("node-{}.diag.txt", i + 1));
+        if let Err(e) = std::fs::write(&file, text) {
+            eprintln!("laundry-jepsen: writing {}: {e}", file.display());
+        }
+    }
 }
 
 /// Runs the register workload under the configured nemeses; returns the history, the
