@@ -463,7 +463,8 @@ pub async fn check_recovery(
             })
             .await;
         if r.is_ok() {
-            break match each_node_answers_writes(cluster, healed + cfg.recovery_bound).await {
+            let deadline = healed + cfg.recovery_bound;
+            break match each_node_answers_writes(cluster, client, deadline).await {
                 Ok(()) => Ok(healed.elapsed()),
                 Err(e) => {
                     dump_diagnostics(cluster).await;
@@ -487,11 +488,33 @@ pub async fn check_recovery(
 /// write path hangs does not show in the cluster-wide probe, which the client steers to
 /// the leader, yet every client that reaches that node waits out its timeout, and the node
 /// is one election away from leading with it.
-async fn each_node_answers_writes(cluster: &Cluster, deadline: Instant) -> Result<(), String> {
+/// Only members are asked (per the leader): a node whose re-adding failed is outside the
+/// cluster and knows no leader to name.
+async fn each_node_answers_writes(
+    cluster: &Cluster,
+    client: &Client,
+    deadline: Instant,
+) -> Result<(), String> {
     /// One attempt's bound: far above a healthy answer, below the client's default.
     const ATTEMPT_MS: u64 = 1_000;
+    let members = loop {
+        let leader = find_leader(cluster, client).await;
+        let view = match leader {
+            Some(l) => client.node_status(&cluster.endpoints()[l]).await.ok(),
+            None => None,
+        };
+        match view {
+            Some(v) if v.leader_id == v.node_id => {
+                break v.voters.into_iter().chain(v.learners).collect::<Vec<u64>>();
+            }
+            _ if Instant::now() >= deadline => {
+                return Err("no leader told its members within the recovery bound".into());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
     for (i, endpoint) in cluster.endpoints().iter().enumerate() {
-        if !cluster.is_running(i) {
+        if !cluster.is_running(i) || !members.contains(&(i as u64 + 1)) {
             continue;
         }
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{endpoint}"))
