@@ -13,7 +13,9 @@
 #
 # OLD_BIN: the earlier release's laundry-node (e.g. built from its tag with
 # `cargo build --release -p laundry-node` in a separate worktree). NEW_BIN=path tests that
-# build as the new release instead of this tree's.
+# build as the new release instead of this tree's. TLS=1 runs the cluster with mutual TLS
+# (a throwaway CA and node certificate made with openssl), so the new nodes' fallback to
+# gRPC is checked over TLS too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 old_bin="$(realpath "${1:?usage: check-rolling-upgrade.sh OLD_BIN [SECONDS_PER_PHASE]}")"
@@ -32,6 +34,27 @@ cargo build --quiet --release -p laundry-node -p laundry-client -p laundry-bench
   --bin laundry-node --bin laundryctl --bin laundry-bench
 new_bin="${NEW_BIN:-$target/laundry-node}"
 
+security=(--plaintext)
+client_tls=()
+if [ "${TLS:-0}" = 1 ]; then
+  command -v openssl >/dev/null || { echo "TLS=1 needs openssl"; exit 1; }
+  (
+    cd "$data"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key \
+      -out ca.crt -days 2 -subj /CN=laundry-upgrade-check-ca \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout node.key \
+      -out node.csr -subj /CN=laundry-node
+    printf '%s\n' basicConstraints=CA:FALSE keyUsage=critical,digitalSignature \
+      extendedKeyUsage=serverAuth,clientAuth subjectAltName=IP:127.0.0.1 >ext.cnf
+    openssl x509 -req -in node.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out node.crt \
+      -days 2 -extfile ext.cnf
+  ) >/dev/null 2>&1 || { echo "FAIL: could not make the TLS certificates"; exit 1; }
+  security=(--tls-cert "$data/node.crt" --tls-key "$data/node.key" --tls-ca "$data/ca.crt")
+  client_tls=(--ca "$data/ca.crt")
+  echo "mutual TLS on every port"
+fi
+
 members=""
 for id in 1 2 3; do
   members="${members:+$members,}$id=127.0.0.1:$((base + 100 + id))/127.0.0.1:$((base + id))/127.0.0.1:$((base + 200 + id))"
@@ -41,7 +64,7 @@ endpoints="127.0.0.1:$((base + 1)),127.0.0.1:$((base + 2)),127.0.0.1:$((base + 3
 start() { # start ID BIN
   LAUNDRY_SNAPSHOT_LOGS=200 LAUNDRY_KEEP_LOGS=50 "$2" --id "$1" --data-dir "$data/node-$1" --client-addr "127.0.0.1:$((base + $1))" \
     --peer-addr "127.0.0.1:$((base + 100 + $1))" --admin-addr "127.0.0.1:$((base + 200 + $1))" \
-    --plaintext --admin-token check-upgrade-token --initial-members "$members" \
+    "${security[@]}" --admin-token check-upgrade-token --initial-members "$members" \
     >>"$data/node-$1.log" 2>&1 &
   pids[$1]=$!
   disown
@@ -51,7 +74,7 @@ stop() { # stop ID: SIGTERM, then wait (bounded) for it to exit
   for _ in $(seq 1 100); do kill -0 "${pids[$1]}" 2>/dev/null || return 0; sleep 0.1; done
   echo "FAIL: node $1 did not stop within 10 s"; exit 1
 }
-ctl() { "$target/laundryctl" --endpoints "$endpoints" "$@"; }
+ctl() { "$target/laundryctl" --endpoints "$endpoints" "${client_tls[@]}" "$@"; }
 wait_ready() {
   for _ in $(seq 1 100); do
     if ctl --timeout-ms 1000 location list >/dev/null 2>&1; then return 0; fi
@@ -60,7 +83,7 @@ wait_ready() {
   echo "FAIL: the cluster did not answer within 20 s"; exit 1
 }
 load() {
-  "$target/laundry-bench" --endpoints "$endpoints" --clients 16 --duration-s "$phase_s" \
+  "$target/laundry-bench" --endpoints "$endpoints" "${client_tls[@]}" --clients 16 --duration-s "$phase_s" \
     --mix adjust=60,transfer=20,reserve=20 | grep -E "^total"
 }
 
