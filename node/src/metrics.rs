@@ -95,6 +95,8 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub writes: Family<WriteLabels, Counter>,
     pub leader_changes: Counter,
+    /// Writes whose entry got no answer within the proposer's bound (`server::proposer`).
+    pub proposals_unanswered: Counter,
     pub snapshots: Family<SnapshotLabels, Counter>,
     pub snapshot_seconds: Family<SnapshotLabels, Histogram>,
     pub term: Gauge,
@@ -132,6 +134,7 @@ impl Metrics {
             requests: Family::default(),
             writes: Family::default(),
             leader_changes: Counter::default(),
+            proposals_unanswered: Counter::default(),
             snapshots: Family::default(),
             snapshot_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             term: Gauge::default(),
@@ -183,6 +186,11 @@ impl Metrics {
                 "leader_changes",
                 "Times this node saw the leader change",
                 m.leader_changes.clone(),
+            );
+            r.register(
+                "proposals_unanswered",
+                "Writes whose Raft entry got no answer within the proposer's bound (1 s after this node stopped leading the term, 10 s in all); answered as outcome unknown, which clients retry under the write's idempotency key",
+                m.proposals_unanswered.clone(),
             );
             r.register(
                 "snapshots",

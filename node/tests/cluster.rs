@@ -233,6 +233,21 @@ async fn a_deposed_leader_caught_up_by_snapshot_answers_every_write() {
         );
     }
 
+    // Counted where an operator looks.
+    let metrics = cluster
+        .admin()
+        .request(&cluster.nodes[old].admin_addr, "GET", "/metrics", None)
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l == "laundry_proposals_unanswered_total 2"),
+        "{}",
+        metrics.body
+    );
+
     // A new write straight to the old leader is answered at once: go to the leader.
     let quick = cluster.client_of_patient(old, 3_000);
     let refused = quick.receive(receive("sku", "w1", 1)).await.unwrap_err();

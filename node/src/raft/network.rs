@@ -683,7 +683,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_peer_that_does_not_answer_the_greeting_is_called_over_grpc() {
+    async fn a_peer_that_answers_the_greeting_in_another_protocol_is_called_over_grpc() {
         let addr = fake_peer(Fake {
             foreign: true,
             ..PLAIN

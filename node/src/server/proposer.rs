@@ -219,16 +219,16 @@ async fn run<C: Consensus>(consensus: C, metrics: Arc<Metrics>, mut rx: mpsc::Re
             free_slots = in_flight.available_permits(),
             "proposing a batch"
         );
-        let consensus = consensus.clone();
+        let (consensus, metrics) = (consensus.clone(), metrics.clone());
         tokio::spawn(async move {
-            commit(&consensus, batch).await;
+            commit(&consensus, &metrics, batch).await;
             drop(permit);
         });
     }
 }
 
 /// Proposes `batch` as one entry and hands each command its result.
-async fn commit<C: Consensus>(consensus: &C, batch: Vec<Pending>) {
+async fn commit<C: Consensus>(consensus: &C, metrics: &Metrics, batch: Vec<Pending>) {
     let (replies, mut proposals): (Vec<_>, Vec<_>) = batch
         .into_iter()
         .map(|p| {
@@ -275,6 +275,7 @@ async fn commit<C: Consensus>(consensus: &C, batch: Vec<Pending>) {
         }
         Err(err) => {
             if let ProposeError::Indeterminate(why) = &err {
+                metrics.proposals_unanswered.inc_by(replies.len() as u64);
                 tracing::warn!(
                     commands = replies.len(),
                     why,
@@ -456,7 +457,8 @@ mod tests {
                 Plan::After(Duration::ZERO, Err(refused)),
             ],
         );
-        let p = Proposer::start(consensus.clone(), Arc::new(Metrics::new()));
+        let metrics = Arc::new(Metrics::new());
+        let p = Proposer::start(consensus.clone(), metrics.clone());
         let first = propose(&p, "a");
         tokio::time::sleep(Duration::from_millis(1)).await;
         let second = propose(&p, "b");
@@ -481,6 +483,8 @@ mod tests {
         assert!(a_at - deposed >= grace, "{:?}", a_at - deposed);
         assert!(a_at - deposed <= grace + check, "{:?}", a_at - deposed);
         assert!(c_at >= a_at);
+        // The two given up are counted; the one refused is not.
+        assert_eq!(metrics.proposals_unanswered.get(), 2);
     }
 
     #[tokio::test(start_paused = true)]
