@@ -27,6 +27,11 @@ use std::time::Duration;
 /// How long adding a learner may take, catch-up included.
 const ADD_LEARNER_TIMEOUT_MS: u64 = 60_000;
 const SNAPSHOT_TIMEOUT_MS: u64 = 60_000;
+/// How long a promotion or removal may take (two entries: the joint configuration, then
+/// the new one). Bounded because openraft 0.9 never answers an entry that a leader appended,
+/// was deposed, and then saw covered by a snapshot (see `server::proposer`); such a change
+/// may still apply, which the answer says.
+const CHANGE_MEMBERSHIP_TIMEOUT_MS: u64 = 30_000;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,10 +151,8 @@ pub async fn promote<E: Engine>(
             format!("node {id} is already a voter"),
         ));
     }
-    let resp = state
-        .raft
-        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
-        .await?;
+    let changes = ChangeMembers::AddVoterIds(BTreeSet::from([id]));
+    let resp = change_membership(&state, changes, "promoting the learner").await?;
     tracing::info!(voter = id, "promoted learner");
     Ok(Json(
         json!({ "promoted": id, "log_index": resp.log_id.index }),
@@ -175,11 +178,34 @@ pub async fn remove<E: Engine>(
     } else {
         ChangeMembers::RemoveNodes(BTreeSet::from([id]))
     };
-    let resp = state.raft.change_membership(change, false).await?;
+    let resp = change_membership(&state, change, "removing the member").await?;
     tracing::info!(removed = id, "removed member");
     Ok(Json(
         json!({ "removed": id, "log_index": resp.log_id.index }),
     ))
+}
+
+/// `Raft::change_membership`, bounded by `CHANGE_MEMBERSHIP_TIMEOUT_MS`.
+async fn change_membership<E: Engine>(
+    state: &AdminState<E>,
+    changes: ChangeMembers<NodeId, NodeInfo>,
+    what: &str,
+) -> Result<openraft::raft::ClientWriteResponse<crate::raft::TypeConfig>, AdminError> {
+    let changed = tokio::time::timeout(
+        Duration::from_millis(CHANGE_MEMBERSHIP_TIMEOUT_MS),
+        state.raft.change_membership(changes, false),
+    )
+    .await
+    .map_err(|_| {
+        AdminError::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            format!(
+                "{what} got no answer within {CHANGE_MEMBERSHIP_TIMEOUT_MS} ms: it may still \
+                 apply; check GET /cluster before retrying"
+            ),
+        )
+    })?;
+    Ok(changed?)
 }
 
 #[derive(Deserialize, Default)]
