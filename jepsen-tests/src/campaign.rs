@@ -488,6 +488,7 @@ pub async fn check_recovery(
 /// write path hangs does not show in the cluster-wide probe, which the client steers to
 /// the leader, yet every client that reaches that node waits out its timeout, and the node
 /// is one election away from leading with it.
+///
 /// Only members are asked (per the leader): a node whose re-adding failed is outside the
 /// cluster and knows no leader to name.
 async fn each_node_answers_writes(

@@ -178,9 +178,15 @@ async fn a_deposed_leader_caught_up_by_snapshot_answers_every_write() {
     let patient = cluster.client_of_patient(old, 60_000);
     let mut stranded = Vec::new();
     for key in ["stranded-1", "stranded-2"] {
+        // Each is its own entry: the next is sent once this one left the proposer's queue.
+        let before = batches_proposed(&cluster, old).await;
         let (c, req) = (patient.clone(), keyed(key));
         stranded.push(tokio::spawn(async move { c.receive(req).await }));
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while batches_proposed(&cluster, old).await == before {
+            assert!(std::time::Instant::now() < deadline, "{key} never proposed");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     cluster.pause(old, true);
     for &i in &others {
@@ -263,4 +269,20 @@ async fn a_deposed_leader_caught_up_by_snapshot_answers_every_write() {
     }
     assert_eq!(on_hand(&client, "sku", "w1", false).await, acknowledged + 2);
     cluster.wait_converged(CONVERGE).await;
+}
+
+/// How many entries node `i`'s proposer has sent to Raft (`laundry_proposal_batch_commands`
+/// is observed as each leaves).
+async fn batches_proposed(cluster: &TestCluster, i: usize) -> u64 {
+    let metrics = cluster
+        .admin()
+        .request(&cluster.nodes[i].admin_addr, "GET", "/metrics", None)
+        .await
+        .unwrap();
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("laundry_proposal_batch_commands_count "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no batch count in\n{}", metrics.body))
 }
