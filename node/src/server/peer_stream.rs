@@ -192,10 +192,14 @@ async fn serve_stream(io: Box<dyn PeerIo>, raft: Raft, mut stop: watch::Receiver
         };
         let (tag, payload) = match frame {
             Ok(Ok(f)) => f,
+            // A bad frame is worth a warning; a peer that went away (it closed, restarted or
+            // was killed) is routine, and each replication retry would repeat it.
+            Ok(Err(e)) if e.kind() == io::ErrorKind::InvalidData => {
+                tracing::warn!(error = %e, "peer stream closed: bad frame");
+                return;
+            }
             Ok(Err(e)) => {
-                if e.kind() != io::ErrorKind::UnexpectedEof {
-                    tracing::warn!(error = %e, "peer stream closed: bad frame");
-                }
+                tracing::debug!(error = %e, "peer stream closed by the peer");
                 return;
             }
             Err(_) => {
