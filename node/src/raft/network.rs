@@ -35,8 +35,9 @@ use tonic::transport::{Channel, Endpoint};
 pub const PEER_CONNECT_TIMEOUT_MS: u64 = 500;
 /// How long a peer has, once connected, to finish TLS and answer the stream's greeting.
 pub const STREAM_HELLO_TIMEOUT_MS: u64 = 2_000;
-/// How long a peer that did not answer the greeting is called over gRPC before the
-/// stream is tried again (it may have been upgraded meanwhile).
+/// How long a peer that does not speak the stream (it answered the greeting in another
+/// protocol, or refused a stream request) is called over gRPC before the stream is tried
+/// again (it may have been upgraded meanwhile).
 pub const STREAM_RETRY_MS: u64 = 30_000;
 
 /// Dials peers: plain text, or mutual TLS when the node has TLS material.
@@ -75,7 +76,7 @@ enum Stream {
     /// Being opened by its own task.
     Opening(JoinHandle<Result<Box<dyn PeerIo>, OpenError>>),
     Open(OpenStream),
-    /// The peer did not answer the greeting: gRPC until this instant.
+    /// The peer does not speak the stream (see `STREAM_RETRY_MS`): gRPC until this instant.
     Grpc {
         until: Instant,
     },
@@ -701,6 +702,16 @@ mod tests {
         assert_eq!(connects(&c), 0);
     }
 
+    /// A vote with a 5 s deadline that must fail as `Unreachable`.
+    async fn vote_unreachable(c: &mut PeerClient) {
+        let req = VoteRequest::new(Vote::new(1, 1), None);
+        let err = c
+            .vote(req, RPCOption::new(Duration::from_secs(5)))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+    }
+
     #[tokio::test]
     async fn a_peer_that_says_nothing_is_unreachable_not_an_earlier_release() {
         let addr = fake_peer(Fake {
@@ -709,12 +720,7 @@ mod tests {
         })
         .await;
         let mut c = client(&addr);
-        let req = VoteRequest::new(Vote::new(1, 1), None);
-        let err = c
-            .vote(req, RPCOption::new(Duration::from_secs(5)))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+        vote_unreachable(&mut c).await;
         assert!(
             matches!(c.stream, Stream::Closed),
             "a silent peer must not send the client over to gRPC"
@@ -730,12 +736,7 @@ mod tests {
         let addr = listener.local_addr().unwrap().to_string();
         drop(listener);
         let mut c = client(&addr);
-        let req = VoteRequest::new(Vote::new(1, 1), None);
-        let err = c
-            .vote(req, RPCOption::new(Duration::from_secs(5)))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, RPCError::Unreachable(_)), "{err}");
+        vote_unreachable(&mut c).await;
         assert!(matches!(c.stream, Stream::Closed));
         let unreachable = PeerCallOutcome::Unreachable;
         assert_eq!(counted(&c, PeerTransport::Stream, unreachable), 1);

@@ -9,8 +9,10 @@
 //!
 //! Protocol:
 //! - The dialer opens with `MAGIC`; a node that speaks this protocol answers `MAGIC`. A
-//!   node of an earlier release reads the bytes as a broken HTTP/2 preface and closes, and
-//!   the dialer goes back to gRPC for that peer (`network`), so a rolling upgrade works.
+//!   node of an earlier release answers with its HTTP/2 settings frame (or closes on the
+//!   bytes, a broken HTTP/2 preface), and the dialer goes back to gRPC for that peer
+//!   (`network`), so a rolling upgrade works. Silence is not an answer: the dialer takes
+//!   it for a stalled peer and tries again.
 //! - Request: `[u32 LE: 1 + payload length][u8 kind][payload]`; the payload is the
 //!   openraft request in the codec's binary format.
 //! - Reply: `[u32 LE: 1 + payload length][u8 status][payload]`: `REPLY_OK` with the
