@@ -19,6 +19,10 @@ pub const DEFAULT_SNAPSHOT_OPS: u64 = 400_000;
 /// build's file writes delayed the log's fdatasync: p99 36-42 ms at half of peak with the
 /// builds inside the run against 6 ms without (benches/RESULTS.md).
 pub const DEFAULT_SNAPSHOT_LOGS: u64 = 100_000;
+/// How fast a snapshot build writes its file, in MB/s: paced so the Raft log's fdatasyncs
+/// do not queue behind the whole file (benches/RESULTS.md, tenth session). 100 MB of
+/// state then takes 5 s to write, while the log keeps growing behind it.
+pub const DEFAULT_SNAPSHOT_WRITE_MB_PER_S: u64 = 20;
 
 #[derive(Debug, Clone, Parser, Default)]
 #[command(name = "laundry-node", version, about = "Laundry List store node")]
@@ -77,6 +81,10 @@ pub struct Args {
     /// bound what a restart re-applies).
     #[arg(long, env = "LAUNDRY_SNAPSHOT_OPS")]
     pub snapshot_ops: Option<u64>,
+    /// Write a snapshot build's file at most this fast, in MB/s (0 = no limit), so the Raft
+    /// log's fsyncs, the write path, do not wait behind it. Default 20.
+    #[arg(long, env = "LAUNDRY_SNAPSHOT_WRITE_MB_PER_S")]
+    pub snapshot_write_mb_per_s: Option<u64>,
     /// Entries kept in the log behind a snapshot, for slightly lagging followers.
     #[arg(long, env = "LAUNDRY_KEEP_LOGS")]
     pub keep_logs: Option<u64>,
@@ -129,6 +137,7 @@ struct FileConfig {
     initial_members: Option<String>,
     snapshot_logs: Option<u64>,
     snapshot_ops: Option<u64>,
+    snapshot_write_mb_per_s: Option<u64>,
     keep_logs: Option<u64>,
     backup_dir: Option<PathBuf>,
     backup_retain: Option<usize>,
@@ -165,6 +174,8 @@ pub struct NodeConfig {
     pub initial_members: BTreeMap<NodeId, NodeInfo>,
     pub snapshot_logs: u64,
     pub snapshot_ops: u64,
+    /// MB/s; 0 = no limit.
+    pub snapshot_write_mb_per_s: u64,
     pub keep_logs: u64,
     /// `None` only when plain text was chosen explicitly.
     pub tls: Option<crate::tls::TlsFiles>,
@@ -345,6 +356,10 @@ impl NodeConfig {
                 .snapshot_ops
                 .or(file.snapshot_ops)
                 .unwrap_or(DEFAULT_SNAPSHOT_OPS),
+            snapshot_write_mb_per_s: args
+                .snapshot_write_mb_per_s
+                .or(file.snapshot_write_mb_per_s)
+                .unwrap_or(DEFAULT_SNAPSHOT_WRITE_MB_PER_S),
             keep_logs: args.keep_logs.or(file.keep_logs).unwrap_or(1_000),
             // Measured (benches/RESULTS.md, scripts/bench-elections.sh): no election in 3 x 60 s
             // of saturating load on 2 cores, and failover in ~1.1 s (openraft waits the

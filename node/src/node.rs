@@ -56,6 +56,7 @@ pub async fn run(
     let sm = StateMachine::open(engine.clone(), &cfg.data_dir, metrics.clone())
         .await
         .context("open state machine")?;
+    sm.set_snapshot_write_mb_per_s(cfg.snapshot_write_mb_per_s);
     let log = LogStore::open(&cfg.data_dir, engine.as_ref(), metrics.clone())
         .context("open the Raft log")?;
     let raft_config = openraft::Config {

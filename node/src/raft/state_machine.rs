@@ -191,6 +191,8 @@ struct Shared<E: Engine> {
     /// Operations applied since the state the last snapshot copied: what a start would
     /// re-apply from the log. Read by the node's snapshot trigger.
     ops_since_snapshot: std::sync::atomic::AtomicU64,
+    /// The pace of a snapshot build's file write, in MB/s (0 = no limit).
+    snapshot_write_mb_per_s: std::sync::atomic::AtomicU64,
 }
 
 pub struct StateMachine<E: Engine> {
@@ -323,8 +325,19 @@ impl<E: Engine> StateMachine<E> {
                 snapshot_io: tokio::sync::Mutex::new(()),
                 startup_snapshot: std::sync::Mutex::new(startup_snapshot),
                 ops_since_snapshot: std::sync::atomic::AtomicU64::new(0),
+                snapshot_write_mb_per_s: std::sync::atomic::AtomicU64::new(
+                    crate::config::DEFAULT_SNAPSHOT_WRITE_MB_PER_S,
+                ),
             }),
         })
+    }
+
+    /// Sets how fast a snapshot build writes its file, in MB/s (0 = as fast as the disk
+    /// goes). Takes effect from the next build.
+    pub fn set_snapshot_write_mb_per_s(&self, mb_per_s: u64) {
+        self.shared
+            .snapshot_write_mb_per_s
+            .store(mb_per_s, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Operations applied since the state the last snapshot copied (since the start, if
@@ -728,23 +741,92 @@ fn thread_cpu_ms() -> u64 {
 /// 4 MiB and 12.6-14.9 ms at 1 MiB (benches/RESULTS.md).
 const DURABLE_WRITE_SYNC_BYTES: usize = 1024 * 1024;
 
+/// Bytes between the flushes of a paced write (a snapshot build): each flush is what a
+/// log fdatasync may queue behind, so smaller than an unpaced write's.
+const PACED_WRITE_SYNC_BYTES: usize = 256 * 1024;
+
+/// How fast a file is written to disk. A snapshot build writes the whole state at once
+/// on every replica; unpaced, it took the disk for 0.4-0.5 s per 16-32 MB and the log's
+/// fdatasyncs (the write path) queued behind it, so the write p99 with builds inside the
+/// window was 11-14 ms against 7-8 ms paced at 20 MB/s (benches/RESULTS.md, tenth
+/// session). TiKV limits its snapshot I/O the same way (`snap-io-max-bytes-per-sec`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WritePace {
+    /// Bytes written between two flushes.
+    pub sync_bytes: usize,
+    /// At most this many bytes per second on average; `None` is as fast as the disk goes.
+    pub bytes_per_s: Option<u64>,
+}
+
+impl WritePace {
+    /// As fast as the disk goes, flushed every MiB: backups, installs, conversions.
+    pub const UNPACED: WritePace = WritePace {
+        sync_bytes: DURABLE_WRITE_SYNC_BYTES,
+        bytes_per_s: None,
+    };
+
+    /// A snapshot build's pace at `mb_per_s` (10^6 bytes per second; 0 = no limit).
+    pub fn snapshot_build(mb_per_s: u64) -> WritePace {
+        WritePace {
+            sync_bytes: PACED_WRITE_SYNC_BYTES,
+            bytes_per_s: (mb_per_s > 0).then(|| mb_per_s.saturating_mul(1_000_000)),
+        }
+    }
+
+    /// How long to wait, `elapsed_us` after starting, before writing past `written` bytes
+    /// so as not to exceed the rate. Pure, so the arithmetic is unit-tested.
+    pub fn wait_us(&self, written: u64, elapsed_us: u64) -> u64 {
+        let Some(rate) = self.bytes_per_s else {
+            return 0;
+        };
+        debug_assert!(rate > 0, "a rate of 0 is written as None");
+        // u128: `written * 10^6` overflows u64 past 18 TB.
+        let due_us =
+            (written as u128 * 1_000_000 / rate.max(1) as u128).min(u64::MAX as u128) as u64;
+        due_us.saturating_sub(elapsed_us)
+    }
+}
+
 /// Writes `bytes` to `path` durably: temp file, fsync, rename, fsync of the directory.
 pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file_durably_paced(path, bytes, WritePace::UNPACED)
+}
+
+/// [`write_file_durably`] at `pace`: flushed every `pace.sync_bytes` and, with a rate,
+/// sleeping between flushes so the average stays under it. Blocking: call it from a
+/// thread of its own (the build's) or the blocking pool.
+pub(crate) fn write_file_durably_paced(
+    path: &Path,
+    bytes: &[u8],
+    pace: WritePace,
+) -> Result<(), StoreError> {
     use std::io::Write;
+    assert!(
+        pace.sync_bytes > 0,
+        "a write is flushed in pieces of at least a byte"
+    );
     let io = |source| StoreError::Io {
         path: path.display().to_string(),
         source,
     };
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    // Flushed as it goes, a MiB at a time: a snapshot of tens of MB written whole and
-    // then fsynced queues the Raft log's fdatasync (the write path) behind all of it.
-    for (n, chunk) in bytes.chunks(DURABLE_WRITE_SYNC_BYTES).enumerate() {
+    let started = std::time::Instant::now();
+    let mut written: u64 = 0;
+    // Flushed as it goes: a snapshot of tens of MB written whole and then fsynced queues
+    // the Raft log's fdatasync (the write path) behind all of it. Bounded by the chunks.
+    for (n, chunk) in bytes.chunks(pace.sync_bytes).enumerate() {
         if n > 0 {
             f.sync_data().map_err(io)?;
+            let wait_us = pace.wait_us(written, started.elapsed().as_micros() as u64);
+            if wait_us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(wait_us));
+            }
         }
         f.write_all(chunk).map_err(io)?;
+        written += chunk.len() as u64;
     }
+    debug_assert_eq!(written, bytes.len() as u64, "every byte written once");
     f.sync_all().map_err(io)?;
     std::fs::rename(&tmp, path).map_err(io)?;
     if let Some(dir) = path.parent() {
@@ -864,6 +946,11 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         // queued on it, and at a lower CPU priority, so that on a busy machine requests go
         // first (the build is what made the write p99 at half of peak, measured).
         let path = self.snapshot_path();
+        let pace = WritePace::snapshot_build(
+            self.shared
+                .snapshot_write_mb_per_s
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
         let (done, built) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("snapshot-build".into())
@@ -871,7 +958,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                 lower_thread_priority();
                 let result = (|| {
                     let bytes = captured.encode_checkpoint().map_err(StoreError::Encode)?;
-                    write_file_durably(&path, &bytes)?;
+                    write_file_durably_paced(&path, &bytes, pace)?;
                     // Only the meta goes back: the copy (its share of the idempotency
                     // table, a hundred thousand records and more) is freed here, not on
                     // a runtime worker.
@@ -1153,6 +1240,56 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "{len} bytes");
             assert!(!path.with_extension("tmp").exists());
         }
+    }
+
+    #[test]
+    fn the_pace_waits_until_the_bytes_written_are_due() {
+        let unpaced = WritePace::UNPACED;
+        assert_eq!(unpaced.wait_us(u64::MAX, 0), 0);
+        assert_eq!(
+            WritePace::snapshot_build(0).bytes_per_s,
+            None,
+            "0 is no limit"
+        );
+        let one_mb = WritePace::snapshot_build(1);
+        assert_eq!(one_mb.bytes_per_s, Some(1_000_000));
+        assert_eq!(one_mb.sync_bytes, PACED_WRITE_SYNC_BYTES);
+        // 500 000 bytes at 1 MB/s are due at 0.5 s.
+        assert_eq!(one_mb.wait_us(500_000, 0), 500_000);
+        assert_eq!(one_mb.wait_us(500_000, 200_000), 300_000);
+        assert_eq!(one_mb.wait_us(500_000, 500_000), 0);
+        assert_eq!(
+            one_mb.wait_us(500_000, 900_000),
+            0,
+            "behind schedule: no wait"
+        );
+        // No overflow at the extremes.
+        assert_eq!(one_mb.wait_us(u64::MAX, 0), u64::MAX);
+        assert_eq!(
+            WritePace::snapshot_build(u64::MAX).wait_us(u64::MAX, 0),
+            1_000_000
+        );
+    }
+
+    #[test]
+    fn a_paced_write_reads_back_whole_and_takes_at_least_its_rate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.snap");
+        let pace = WritePace::snapshot_build(20);
+        let bytes: Vec<u8> = (0..8 * PACED_WRITE_SYNC_BYTES + 3)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let started = std::time::Instant::now();
+        write_file_durably_paced(&path, &bytes, pace).unwrap();
+        let took_us = started.elapsed().as_micros() as u64;
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+        assert!(!path.with_extension("tmp").exists());
+        // The last piece is written once the 8 before it are due: 8 x 256 KiB at 20 MB/s.
+        let due_us = (8 * PACED_WRITE_SYNC_BYTES as u64) * 1_000_000 / 20_000_000;
+        assert!(
+            took_us >= due_us,
+            "took {took_us} us, the pace needs {due_us} us"
+        );
     }
 
     fn item(i: usize) -> Record {
