@@ -237,6 +237,91 @@ pub fn release_schedule(
     }
 }
 
+/// Width of a [`SlowWindows`] window.
+pub const SLOW_WINDOW_MS: u64 = 100;
+/// Windows a [`SlowWindows`] keeps (an hour of 100 ms windows); slow operations past the
+/// last are only counted, so a long run cannot grow it without bound.
+pub const MAX_SLOW_WINDOWS: usize = 36_000;
+
+/// When the slow operations happened: per 100 ms window since the run's start, how many
+/// operations took at least the threshold and the longest of them. A latency percentile
+/// says how many writes were slow; this says when, to line them up with node logs (a
+/// snapshot build, a log purge, an election).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SlowWindows {
+    /// Operations at least this long are counted.
+    pub threshold: Duration,
+    /// Window index → (operations, longest in µs).
+    pub windows: BTreeMap<u64, (u64, u64)>,
+    /// Slow operations that fell in no kept window (the map was full).
+    pub dropped: u64,
+}
+
+impl SlowWindows {
+    pub fn new(threshold: Duration) -> SlowWindows {
+        SlowWindows {
+            threshold,
+            ..SlowWindows::default()
+        }
+    }
+
+    /// Counts an operation that started `offset` after the run began and took `latency`.
+    pub fn record(&mut self, offset: Duration, latency: Duration) {
+        if latency < self.threshold {
+            return;
+        }
+        let window = offset.as_millis() as u64 / SLOW_WINDOW_MS;
+        let latency_us = latency.as_micros().min(u64::MAX as u128) as u64;
+        if !self.windows.contains_key(&window) && self.windows.len() >= MAX_SLOW_WINDOWS {
+            self.dropped += 1;
+            return;
+        }
+        let (count, max_us) = self.windows.entry(window).or_default();
+        *count += 1;
+        *max_us = (*max_us).max(latency_us);
+        debug_assert!(self.windows.len() <= MAX_SLOW_WINDOWS);
+    }
+
+    pub fn merge(&mut self, other: &SlowWindows) {
+        for (window, (count, max_us)) in &other.windows {
+            if !self.windows.contains_key(window) && self.windows.len() >= MAX_SLOW_WINDOWS {
+                self.dropped += count;
+                continue;
+            }
+            let (c, m) = self.windows.entry(*window).or_default();
+            *c += count;
+            *m = (*m).max(*max_us);
+        }
+        self.dropped += other.dropped;
+    }
+
+    /// One line per window: its start in seconds since the run began, the count and the
+    /// longest.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "operations of {} ms or more, by {SLOW_WINDOW_MS} ms window from the start:\n",
+            self.threshold.as_millis()
+        );
+        for (window, (count, max_us)) in &self.windows {
+            out.push_str(&format!(
+                "  at {:>7.1} s  {count:>6} slow  longest {:.2} ms\n",
+                (window * SLOW_WINDOW_MS) as f64 / 1000.0,
+                *max_us as f64 / 1000.0
+            ));
+        }
+        if self.windows.is_empty() {
+            out.push_str("  none\n");
+        }
+        if self.dropped > 0 {
+            out.push_str(&format!(
+                "  ({} more past the last kept window)\n",
+                self.dropped
+            ));
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,6 +361,49 @@ mod tests {
         );
         assert_eq!(rows.as_array().unwrap().last().unwrap()["ok"], 101);
         assert!(a.table(Duration::from_secs(1)).contains("adjust"));
+    }
+
+    #[test]
+    fn slow_operations_are_counted_in_the_window_they_started_in() {
+        let ms = Duration::from_millis;
+        let mut a = SlowWindows::new(ms(15));
+        a.record(ms(50), ms(14)); // below the threshold
+        a.record(ms(50), ms(15));
+        a.record(ms(99), ms(40));
+        a.record(ms(7_000), ms(20));
+        let mut b = SlowWindows::new(ms(15));
+        b.record(ms(7_099), ms(33));
+        a.merge(&b);
+        let expected: BTreeMap<u64, (u64, u64)> =
+            [(0, (2, 40_000)), (70, (2, 33_000))].into_iter().collect();
+        assert_eq!(a.windows, expected);
+        let table = a.table();
+        assert!(
+            table.contains("at     7.0 s       2 slow  longest 33.00 ms"),
+            "{table}"
+        );
+        assert!(SlowWindows::new(ms(15)).table().contains("none"));
+    }
+
+    #[test]
+    fn slow_windows_stay_bounded() {
+        let mut a = SlowWindows::new(Duration::ZERO);
+        for w in 0..MAX_SLOW_WINDOWS as u64 + 5 {
+            a.record(
+                Duration::from_millis(w * SLOW_WINDOW_MS),
+                Duration::from_millis(1),
+            );
+        }
+        assert_eq!(a.windows.len(), MAX_SLOW_WINDOWS);
+        assert_eq!(a.dropped, 5);
+        // A kept window still counts.
+        a.record(Duration::ZERO, Duration::from_millis(2));
+        assert_eq!(a.windows[&0], (2, 2_000));
+        let mut b = SlowWindows::new(Duration::ZERO);
+        b.record(Duration::from_secs(999_999), Duration::from_millis(1));
+        a.merge(&b);
+        assert_eq!(a.dropped, 6);
+        assert!(a.table().contains("(6 more past the last kept window)"));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use laundry_benches::etcd::{self, kv_client::KvClient};
-use laundry_benches::{release_schedule, Mix, OpKind, Report};
+use laundry_benches::{release_schedule, Mix, OpKind, Report, SlowWindows};
 use laundry_client::{pb, Client, ClientConfig, ClientError, ClientTls};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,6 +67,10 @@ struct Args {
     /// the writes its callers make at the same time in one `WriteMany` call).
     #[arg(long)]
     no_coalesce: bool,
+    /// Also list when the operations of at least this many ms happened, per 100 ms window
+    /// since the start (to line stalls up with the nodes' logs).
+    #[arg(long)]
+    slow_ms: Option<u64>,
 }
 
 /// Upper bound on workers: more gives no more load on a 2-core machine, only noise.
@@ -392,11 +396,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         schedules.resize_with(args.clients, || None);
     }
     let mut workers = Vec::with_capacity(args.clients);
+    // Without --slow-ms nothing is slow enough to count (a latency never reaches u64::MAX ms).
+    let slow_ms = args.slow_ms.unwrap_or(u64::MAX);
     for (w, mut schedule) in schedules.into_iter().enumerate() {
         let (target, mix, budget, items) =
             (target.clone(), mix.clone(), budget.clone(), args.items);
         workers.push(tokio::spawn(async move {
             let mut report = Report::default();
+            let mut slow = SlowWindows::new(Duration::from_millis(slow_ms));
             let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ ((w as u64 + 1) * 0x2545_f491_4f6c_dd1d);
             loop {
                 let t = match schedule.as_mut() {
@@ -423,14 +430,21 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         etcd_one(&mut kv, kind, item.into_bytes(), r).await
                     }
                 };
-                report.record(kind, t.elapsed(), ok);
+                let latency = t.elapsed();
+                if ok {
+                    slow.record(t.saturating_duration_since(started), latency);
+                }
+                report.record(kind, latency, ok);
             }
-            report
+            (report, slow)
         }));
     }
     let mut report = Report::default();
+    let mut slow = SlowWindows::new(Duration::from_millis(slow_ms));
     for w in workers {
-        report.merge(&w.await?);
+        let (r, s) = w.await?;
+        report.merge(&r);
+        slow.merge(&s);
     }
     let elapsed = started.elapsed();
     let mode = match args.rate {
@@ -445,6 +459,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         elapsed.as_secs_f64()
     );
     print!("{}", report.table(elapsed));
+    if args.slow_ms.is_some() {
+        print!("{}", slow.table());
+    }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({ "clients": args.clients, "rate": args.rate, "mix": args.mix, "elapsed_s": elapsed.as_secs_f64(), "rows": report.to_json(elapsed) });
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)?;
