@@ -1,7 +1,17 @@
 //! [`Engine`] on sled 0.34: one tree, atomic batches, `flush_async` for fsync.
+//!
+//! sled 0.34 writes a page update over 128 KiB (a quarter of its 512 KiB segment) to a
+//! file of its own in `blobs/`, and never fsyncs those files: its flush fsyncs only the
+//! main file, which points at them (sled's source, `pagecache/blob_io.rs`; spacejam/sled
+//! issue 1077's crash-trace tool shows the unsynced blob writes). The ledger's chunks (up
+//! to 512 movements, hundreds of KB) and the leaves holding them are such updates. So
+//! [`Engine::flush`] here also fsyncs every blob file it has not synced before, and the
+//! directory: after it returns, what the snapshot file refers to is on disk.
 
 use super::{Batch, Engine, KvPair, StoreError};
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// sled's page cache. The node holds its whole state in memory and the Raft log is not in
 /// sled, so sled's cache serves only ledger scans and idempotency replays. Measured
@@ -17,6 +27,52 @@ const SLED_FLUSH_EVERY_MS: u64 = 1000;
 pub struct SledEngine {
     db: sled::Db,
     tree: sled::Tree,
+    /// sled's blob directory, and the blob files already fsynced by a flush (names; a
+    /// blob file is written once and never changed, only removed).
+    blobs: Arc<BlobSync>,
+}
+
+struct BlobSync {
+    dir: PathBuf,
+    synced: std::sync::Mutex<HashSet<std::ffi::OsString>>,
+}
+
+impl BlobSync {
+    /// Fsyncs each blob file not synced before, then the directory. Returns how many
+    /// files it synced. Blocking. Bounded by the directory's size; names gone from the
+    /// directory are forgotten, so the set is never larger than the directory.
+    fn sync_new(&self) -> Result<usize, StoreError> {
+        let io = |source| StoreError::Io {
+            path: self.dir.display().to_string(),
+            source,
+        };
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            // sled creates it on open; gone means no blob to sync.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io(e)),
+        };
+        let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
+        let mut present = HashSet::with_capacity(synced.len());
+        let mut newly = 0;
+        for entry in entries {
+            let entry = entry.map_err(io)?;
+            let name = entry.file_name();
+            if !synced.contains(&name) {
+                match std::fs::File::open(entry.path()) {
+                    Ok(f) => f.sync_all().map_err(io)?,
+                    // Removed by sled's collection since the listing: nothing to keep.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(e)),
+                }
+                newly += 1;
+            }
+            present.insert(name);
+        }
+        *synced = present;
+        crate::storage::wal::sync_dir(&self.dir)?;
+        Ok(newly)
+    }
 }
 
 fn err(e: sled::Error) -> StoreError {
@@ -36,7 +92,11 @@ impl SledEngine {
             .open()
             .map_err(err)?;
         let tree = db.open_tree("laundry").map_err(err)?;
-        Ok(SledEngine { db, tree })
+        let blobs = Arc::new(BlobSync {
+            dir: path.join("blobs"),
+            synced: std::sync::Mutex::new(HashSet::new()),
+        });
+        Ok(SledEngine { db, tree, blobs })
     }
 }
 
@@ -86,10 +146,44 @@ impl Engine for SledEngine {
 
     async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await.map_err(err)?;
+        // After sled's flush, so every blob its main file now points at is written.
+        let blobs = self.blobs.clone();
+        let newly = tokio::task::spawn_blocking(move || blobs.sync_new())
+            .await
+            .map_err(|e| StoreError::Engine(format!("blob sync task: {e}")))??;
+        tracing::debug!(newly, "fsynced sled blob files");
         Ok(())
     }
 
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_flush_fsyncs_the_blob_files_sled_writes_for_large_values_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = SledEngine::open(dir.path()).unwrap();
+        let mut batch = Batch::default();
+        // Over sled's 128 KiB threshold: stored as a blob file.
+        batch.put(b"big".to_vec(), vec![7u8; 300 * 1024]);
+        engine.write(batch).unwrap();
+        engine.flush().await.unwrap();
+        let on_disk: HashSet<_> = std::fs::read_dir(dir.path().join("blobs"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            !on_disk.is_empty(),
+            "sled wrote no blob file for a 300 KiB value"
+        );
+        assert_eq!(*engine.blobs.synced.lock().unwrap(), on_disk);
+        // Nothing new: nothing synced again.
+        assert_eq!(engine.blobs.sync_new().unwrap(), 0);
+        assert_eq!(engine.get(b"big").unwrap().unwrap().len(), 300 * 1024);
     }
 }
