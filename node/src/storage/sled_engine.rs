@@ -9,7 +9,7 @@
 //! directory: after it returns, what the snapshot file refers to is on disk.
 
 use super::{Batch, Engine, KvPair, StoreError};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -27,47 +27,56 @@ const SLED_FLUSH_EVERY_MS: u64 = 1000;
 pub struct SledEngine {
     db: sled::Db,
     tree: sled::Tree,
-    /// sled's blob directory, and the blob files already fsynced by a flush (names; a
-    /// blob file is written once and never changed, only removed).
+    /// sled's blob directory, and the blob files a flush has already fsynced.
     blobs: Arc<BlobSync>,
 }
 
 struct BlobSync {
     dir: PathBuf,
-    synced: std::sync::Mutex<HashSet<std::ffi::OsString>>,
+    /// Name → length when it was fsynced. sled writes a blob file once (`create_new`)
+    /// and never changes it, but a flush can list one that a concurrent write is still
+    /// filling: recording the length read before the fsync means a file that grew
+    /// afterwards is fsynced again by the next flush instead of counted as done.
+    synced: std::sync::Mutex<HashMap<std::ffi::OsString, u64>>,
 }
 
 impl BlobSync {
-    /// Fsyncs each blob file not synced before, then the directory. Returns how many
-    /// files it synced. Blocking. Bounded by the directory's size; names gone from the
-    /// directory are forgotten, so the set is never larger than the directory.
+    /// Fsyncs each blob file not synced before at its current length, then the directory.
+    /// Returns how many files it synced. Blocking. Bounded by the directory's size; names
+    /// gone from the directory are forgotten, so the map is never larger than it.
     fn sync_new(&self) -> Result<usize, StoreError> {
-        let io = |source| StoreError::Io {
-            path: self.dir.display().to_string(),
-            source,
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
         };
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             // sled creates it on open; gone means no blob to sync.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(io(e)),
+            Err(e) => return Err(io(&self.dir)(e)),
         };
         let mut synced = self.synced.lock().unwrap_or_else(|p| p.into_inner());
-        let mut present = HashSet::with_capacity(synced.len());
+        let mut present = HashMap::with_capacity(synced.len());
         let mut newly = 0;
         for entry in entries {
-            let entry = entry.map_err(io)?;
-            let name = entry.file_name();
-            if !synced.contains(&name) {
-                match std::fs::File::open(entry.path()) {
-                    Ok(f) => f.sync_all().map_err(io)?,
-                    // Removed by sled's collection since the listing: nothing to keep.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(e)),
+            let entry = entry.map_err(io(&self.dir))?;
+            let path = entry.path();
+            // Removed by sled's collection since the listing: nothing to keep.
+            let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+            let len = match entry.metadata() {
+                Ok(m) => m.len(),
+                Err(e) if gone(&e) => continue,
+                Err(e) => return Err(io(&path)(e)),
+            };
+            if synced.get(&entry.file_name()) != Some(&len) {
+                match std::fs::File::open(&path) {
+                    Ok(f) => f.sync_all().map_err(io(&path))?,
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(io(&path)(e)),
                 }
                 newly += 1;
             }
-            present.insert(name);
+            present.insert(entry.file_name(), len);
         }
         *synced = present;
         crate::storage::wal::sync_dir(&self.dir)?;
@@ -94,7 +103,7 @@ impl SledEngine {
         let tree = db.open_tree("laundry").map_err(err)?;
         let blobs = Arc::new(BlobSync {
             dir: path.join("blobs"),
-            synced: std::sync::Mutex::new(HashSet::new()),
+            synced: std::sync::Mutex::new(HashMap::new()),
         });
         Ok(SledEngine { db, tree, blobs })
     }
@@ -181,9 +190,38 @@ mod tests {
             !on_disk.is_empty(),
             "sled wrote no blob file for a 300 KiB value"
         );
-        assert_eq!(*engine.blobs.synced.lock().unwrap(), on_disk);
+        let synced: HashSet<_> = engine
+            .blobs
+            .synced
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        assert_eq!(synced, on_disk);
         // Nothing new: nothing synced again.
         assert_eq!(engine.blobs.sync_new().unwrap(), 0);
         assert_eq!(engine.get(b"big").unwrap().unwrap().len(), 300 * 1024);
+    }
+
+    #[test]
+    fn a_blob_file_that_grew_after_its_fsync_is_fsynced_again() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let blobs = BlobSync {
+            dir: dir.path().to_path_buf(),
+            synced: std::sync::Mutex::new(HashMap::new()),
+        };
+        // A file listed while its writer is still filling it.
+        let mut f = std::fs::File::create(dir.path().join("42")).unwrap();
+        f.write_all(b"crc+kind").unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 1);
+        assert_eq!(blobs.sync_new().unwrap(), 0, "unchanged: not again");
+        f.write_all(b"the rest of the page").unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 1, "grown: synced again");
+        // Removed files are forgotten.
+        std::fs::remove_file(dir.path().join("42")).unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 0);
+        assert!(blobs.synced.lock().unwrap().is_empty());
     }
 }
