@@ -749,7 +749,8 @@ const PACED_WRITE_SYNC_BYTES: usize = 256 * 1024;
 /// on every replica; unpaced, it took the disk for 0.4-0.5 s per 16-32 MB and the log's
 /// fdatasyncs (the write path) queued behind it: with 2-3 builds per node inside a 40 s
 /// window at 9 000 writes/s, the p99 was 12.3 ms unpaced and 9.5 ms paced at 20 MB/s
-/// (medians of 4 runs each; benches/RESULTS.md, tenth session). TiKV limits its snapshot I/O the same way (`snap-io-max-bytes-per-sec`).
+/// (medians of 4 runs each; benches/RESULTS.md, tenth session). TiKV limits its
+/// snapshot I/O the same way (`snap-io-max-bytes-per-sec`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WritePace {
     /// Bytes written between two flushes.
