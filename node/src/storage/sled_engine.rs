@@ -9,7 +9,7 @@
 //! directory: after it returns, what the snapshot file refers to is on disk.
 
 use super::{Batch, Engine, KvPair, StoreError};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -172,6 +172,7 @@ impl Engine for SledEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
 
     #[tokio::test]
     async fn a_flush_fsyncs_the_blob_files_sled_writes_for_large_values_once() {
