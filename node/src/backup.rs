@@ -14,6 +14,7 @@
 //! is restored from the same archive with the same members; they then elect a leader.
 
 use crate::inventory::Inventory;
+use crate::raft::ledger;
 use crate::raft::log_store::{self, LogMeta};
 use crate::raft::snapshot::{self, SnapshotBody};
 use crate::raft::state_machine::{digest_records, rewrite_state, write_file_durably};
@@ -350,7 +351,8 @@ async fn seed(data_dir: &Path, body: &SnapshotBody, last: LogId) -> Result<(), B
     })?;
     write_file_durably(&snapshot_dir.join("current.snap"), &snap)?;
     let engine = SledEngine::open(&data_dir.join("db"))?;
-    rewrite_state(&engine, body).await?;
+    let ledger = ledger::Store::open(&data_dir.join(ledger::DIR), &engine).await?;
+    rewrite_state(&engine, &ledger, body).await?;
     // A vote in the backup's last term for no member: the new cluster's first election
     // runs in a later term, so its log terms never go backwards.
     let meta = LogMeta {

@@ -23,7 +23,7 @@ pub async fn metrics<E: Engine>(State(state): State<Arc<AdminState<E>>>) -> impl
         .set(m.snapshot.map(|l| l.index).unwrap_or(0) as i64);
     x.is_leader
         .set((m.current_leader == Some(state.node_id)) as i64);
-    x.storage_bytes.set(state.sm.engine().size_on_disk() as i64);
+    x.storage_bytes.set(state.sm.size_on_disk() as i64);
     {
         let st = state.sm.read();
         x.open_reservations

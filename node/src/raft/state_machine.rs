@@ -1,16 +1,17 @@
 //! The replicated state machine: applies committed entries to the in-memory [`Inventory`]
-//! and appends their movements to the ledger in the engine. Readers (the gRPC service)
-//! share the state behind a lock; watchers get new movements through a bounded broadcast.
+//! and appends their movements to the ledger's files. Readers (the gRPC service) share the
+//! state behind a lock; watchers get new movements through a bounded broadcast.
 //!
 //! Where the state is durable: in the snapshot file `<data>/snapshot/current.snap` (its
 //! log id is the engine's `a/checkpoint`) plus the Raft log after it, which openraft
 //! re-applies on start up to the saved commit index. Apply writes no state record: the
 //! per-key writes into sled were most of a node's CPU under load (a criterion bench of
 //! this apply path, `benches/benches/state_machine.rs`, measured before and after). The
-//! ledger goes to the engine (it is history, queried by revision) a chunk at a time, its
-//! newest movements held in memory until then (`ledger::Tail`); it may be ahead of the
-//! checkpoint after a restart: re-applied movements that are already stored are not
-//! written again, and readers never see past the applied `ledger_end`.
+//! ledger (history, queried by revision) goes to its own files (`ledger::Store`) a chunk
+//! at a time, its newest movements held in memory until then (`ledger::Tail`), synced
+//! before a snapshot refers to it; it may be ahead of the checkpoint after a restart:
+//! re-applied movements that are already stored are not written again, and readers never
+//! see past the applied `ledger_end`.
 //!
 //! Snapshots are built from a consistent view of the state, written fsynced and atomically
 //! renamed, and installed by replacing the state and ledger wholesale. An install
@@ -155,18 +156,17 @@ impl AppliedState {
         (self.ledger_end, view)
     }
 
-    /// Writes the tail to `engine` (one batch); afterwards the stored ledger reaches
+    /// Appends the tail to the ledger's files (unsynced); afterwards the stored ledger reaches
     /// `ledger_end`. Under the state write lock, so no reader's view is left behind. A
     /// failed write leaves the tail as it was (readers still see every movement).
-    fn store_tail<E: Engine + ?Sized>(&mut self, engine: &E) -> Result<(), StoreError> {
-        let mut batch = Batch::default();
-        if let Some(last) = self.ledger_tail.encode_into(&mut batch)? {
+    fn store_tail(&mut self, store: &ledger::Store) -> Result<(), StoreError> {
+        if let Some(last) = self.ledger_tail.last() {
             assert_eq!(
                 Some(last),
                 self.ledger_end,
                 "the tail ends at the ledger's end"
             );
-            engine.write(batch)?;
+            store.append(self.ledger_tail.all())?;
             self.ledger_tail.clear();
             self.ledger_stored = Some(last);
         }
@@ -176,6 +176,8 @@ impl AppliedState {
 
 struct Shared<E: Engine> {
     engine: Arc<E>,
+    /// The stored ledger (its own files; see `ledger`).
+    ledger: ledger::Store,
     /// Last computed state digest and the applied log id it was computed at.
     digest_cache: std::sync::Mutex<Option<(Option<LogId>, u64)>>,
     metrics: Arc<Metrics>,
@@ -228,6 +230,7 @@ impl<E: Engine> StateMachine<E> {
             source,
         })?;
         let snapshot_path = snapshot_dir.join("current.snap");
+        let ledger = ledger::Store::open(&data_dir.join(ledger::DIR), engine.as_ref()).await?;
         if engine.get(INSTALLING)?.is_some() {
             tracing::warn!("finishing a snapshot install interrupted by a crash");
             let body = read_snapshot(&snapshot_path)?.ok_or_else(|| {
@@ -242,7 +245,7 @@ impl<E: Engine> StateMachine<E> {
                         .into(),
                 });
             }
-            rewrite_state(engine.as_ref(), &body).await?;
+            rewrite_state(engine.as_ref(), &ledger, &body).await?;
         }
         let checkpoint = match engine.get(keys::CHECKPOINT)? {
             Some(v) => Some(frame::decode::<Option<LogId>>(keys::CHECKPOINT, &v)?),
@@ -251,7 +254,7 @@ impl<E: Engine> StateMachine<E> {
         let mut startup_snapshot = None;
         let loaded = if checkpoint.is_none() && engine.get(keys::APPLIED)?.is_some() {
             // An earlier release's directory (its snapshot file, if any, is older).
-            let loaded = Loaded::from_engine_records(engine.as_ref())?;
+            let loaded = Loaded::from_engine_records(engine.as_ref(), ledger.last())?;
             let meta = convert_to_checkpoint(engine.as_ref(), &snapshot_path, &loaded).await?;
             startup_snapshot = Some(meta);
             loaded
@@ -288,17 +291,17 @@ impl<E: Engine> StateMachine<E> {
                         // A crash after the file was written and before the checkpoint
                         // named it. The file is durable and the log behind it not yet
                         // purged (that waits for the checkpoint), so it is the state.
-                        adopt_snapshot_file(engine.as_ref(), &file.body).await?;
+                        adopt_snapshot_file(engine.as_ref(), &ledger, &file.body).await?;
                     }
                     startup_snapshot = Some(snapshot_meta(&file.body));
                     file.loaded
                 }
             }
         };
-        let ledger_stored = ledger::last(engine.as_ref())?;
+        let ledger_stored = ledger.last();
         if ledger_stored < loaded.ledger_end {
             return Err(StoreError::Corrupt {
-                key: "v (ledger)".into(),
+                key: ledger::DIR.into(),
                 reason: format!(
                     "ends at {ledger_stored:?}, before the checkpoint's {:?}",
                     loaded.ledger_end
@@ -317,6 +320,7 @@ impl<E: Engine> StateMachine<E> {
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 engine,
+                ledger,
                 digest_cache: std::sync::Mutex::new(None),
                 metrics,
                 state,
@@ -364,6 +368,11 @@ impl<E: Engine> StateMachine<E> {
         &self.shared.engine
     }
 
+    /// Bytes on disk of the engine and the ledger's files.
+    pub fn size_on_disk(&self) -> u64 {
+        self.shared.engine.size_on_disk() + self.shared.ledger.size_bytes()
+    }
+
     /// Movements with `(revision, seq) >= from`, matching the filters, oldest first.
     /// Examines at most `scan_budget` movements so one call stays bounded; returns the
     /// cursor to continue from, or `None` at the end of the ledger.
@@ -384,7 +393,7 @@ impl<E: Engine> StateMachine<E> {
         let mut scanned = 0;
         while scanned < scan_budget && out.len() < limit {
             let chunk = (scan_budget - scanned).min(1024);
-            let rows = view.read(self.shared.engine.as_ref(), cursor, chunk)?;
+            let rows = view.read(&self.shared.ledger, cursor, chunk)?;
             if rows.is_empty() {
                 return Ok((out, None));
             }
@@ -410,7 +419,7 @@ impl<E: Engine> StateMachine<E> {
     /// The newest `limit` movements of this replica's ledger, newest first.
     pub fn recent_movements(&self, limit: usize) -> Result<Vec<Movement>, StoreError> {
         let (_, view) = self.read().ledger_view(|tail| tail.newest(limit));
-        view.read_newest(self.shared.engine.as_ref(), limit)
+        view.read_newest(&self.shared.ledger, limit)
     }
 
     /// A digest of every state record: equal at equal applied indexes on every replica.
@@ -470,7 +479,7 @@ impl<E: Engine> StateMachine<E> {
     /// the last snapshot starts again (a backup moves no checkpoint and keeps it).
     fn capture(&self, checkpoint: bool) -> Result<Captured, StoreError> {
         let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
-        st.store_tail(self.shared.engine.as_ref())?;
+        st.store_tail(&self.shared.ledger)?;
         if checkpoint {
             // Apply counts under the write lock, so nothing is lost.
             self.shared
@@ -488,12 +497,7 @@ impl<E: Engine> StateMachine<E> {
     /// Replaces a body's `ledger_through` with the movements it refers to.
     fn fill_ledger(&self, body: &mut SnapshotBody) -> Result<(), StoreError> {
         if let Some(through) = body.ledger_through.take() {
-            body.movements = ledger::read(
-                self.shared.engine.as_ref(),
-                (0, 0),
-                Some(through),
-                usize::MAX,
-            )?;
+            body.movements = self.shared.ledger.read((0, 0), Some(through), usize::MAX)?;
         }
         Ok(())
     }
@@ -513,7 +517,7 @@ impl<E: Engine> StateMachine<E> {
     }
 
     /// The `count` movements of the write at `revision`, for a replayed outcome: from this
-    /// apply call's own new movements (`fresh`), the ledger's tail, or else the engine.
+    /// apply call's own new movements (`fresh`), the ledger's tail, or else its files.
     fn replayed_movements(
         &self,
         fresh: &[Movement],
@@ -528,8 +532,7 @@ impl<E: Engine> StateMachine<E> {
             .cloned()
             .collect();
         if found.is_empty() && count > 0 {
-            found = ledger::read(
-                self.shared.engine.as_ref(),
+            found = self.shared.ledger.read(
                 (revision, 0),
                 Some((revision, count - 1)),
                 count as usize,
@@ -537,7 +540,7 @@ impl<E: Engine> StateMachine<E> {
         }
         if found.len() != count as usize {
             return Err(StoreError::Corrupt {
-                key: keys::display(&keys::movement(revision, 0)),
+                key: format!("{} at revision {revision}", ledger::DIR),
                 reason: format!(
                     "an idempotency record names {count} movements at revision {revision}, \
                      the ledger holds {}",
@@ -596,7 +599,11 @@ impl Loaded {
     /// written in one batch with the movements, so the stored ledger ends where the state
     /// does. Streamed a chunk at a time: holding every record at once before building the
     /// maps doubled the peak memory of a start (measured with massif at 200 000 levels).
-    fn from_engine_records<E: Engine + ?Sized>(engine: &E) -> Result<Self, StoreError> {
+    /// `ledger_end`: where the stored ledger ends (moved out of the engine by now).
+    fn from_engine_records<E: Engine + ?Sized>(
+        engine: &E,
+        ledger_end: Option<(u64, u32)>,
+    ) -> Result<Self, StoreError> {
         let mut records = StateRecords::new(engine);
         let built = Inventory::from_records(&mut records);
         if let Some(e) = records.error.take() {
@@ -614,7 +621,6 @@ impl Loaded {
             Some(v) => frame::decode::<(Option<LogId>, Membership)>(keys::APPLIED, &v)?,
             None => (None, Membership::default()),
         };
-        let ledger_end = ledger::last(engine)?;
         Ok(Loaded {
             inventory,
             last_applied,
@@ -628,10 +634,14 @@ impl Loaded {
 /// peer sent (it carries its ledger) had its install cut short, so the install is
 /// finished; one this node built refers to a ledger that was flushed before the file was
 /// written, so only the checkpoint is missing.
-async fn adopt_snapshot_file<E: Engine>(engine: &E, body: &SnapshotBody) -> Result<(), StoreError> {
+async fn adopt_snapshot_file<E: Engine>(
+    engine: &E,
+    ledger: &ledger::Store,
+    body: &SnapshotBody,
+) -> Result<(), StoreError> {
     tracing::warn!(last_applied = ?body.last_applied, "the snapshot file is newer than the checkpoint: a crash cut a build or install short; adopting it");
     if body.ledger_through.is_none() {
-        return rewrite_state(engine, body).await;
+        return rewrite_state(engine, ledger, body).await;
     }
     set_checkpoint(engine, body.last_applied).await
 }
@@ -839,11 +849,12 @@ pub(crate) fn write_file_durably_paced(
 }
 
 /// Makes `body` the node's checkpoint: replaces the stored ledger with its movements,
-/// durably, in bounded batches, and points `a/checkpoint` at it. The caller has already
+/// durably (`ledger::Store::replace`), and points `a/checkpoint` at it. The caller has already
 /// written `body` durably as the snapshot file (the state lives there, not in the engine).
 /// Interrupted by a crash, the `a/installing` marker has the next start finish it.
 pub(crate) async fn rewrite_state<E: Engine>(
     engine: &E,
+    ledger: &ledger::Store,
     body: &SnapshotBody,
 ) -> Result<(), StoreError> {
     if body.ledger_through.is_some() {
@@ -859,12 +870,7 @@ pub(crate) async fn rewrite_state<E: Engine>(
     engine.flush().await?;
     // State records exist only in directories of an earlier release.
     engine.delete_range(keys::STATE_START, keys::STATE_END)?;
-    engine.delete_range(keys::MOVEMENT_START, keys::MOVEMENT_END)?;
-    for chunk in body.movements.chunks(REWRITE_CHUNK) {
-        let mut b = Batch::default();
-        ledger::append(&mut b, chunk)?;
-        engine.write(b)?;
-    }
+    ledger.replace(&body.movements)?;
     let mut last = Batch::default();
     last.put(
         keys::CHECKPOINT.to_vec(),
@@ -939,8 +945,12 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         let captured = self.capture(true).map_err(write_err)?;
         let copied_ms = started.elapsed().as_millis() as u64;
         // The ledger the file refers to must be durable before the file (and before the log
-        // behind it may be purged).
-        self.shared.engine.flush().await.map_err(write_err)?;
+        // behind it may be purged). An fdatasync: off the runtime's worker threads.
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.ledger.sync())
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
         let flushed_ms = started.elapsed().as_millis() as u64;
         // Materialising, encoding and writing take tens of milliseconds per 10 MB: on a
         // thread of its own, so no runtime worker (one per core) stalls the requests
@@ -1087,8 +1097,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             let unstored = fresh.partition_point(|m| Some((m.revision, m.seq)) <= stored);
             st.ledger_tail.extend(&fresh[unstored..]);
             if st.ledger_tail.is_full() {
-                st.store_tail(self.shared.engine.as_ref())
-                    .map_err(write_err)?;
+                st.store_tail(&self.shared.ledger).map_err(write_err)?;
             }
             debug_assert!(
                 st.ledger_tail.last().is_none() || st.ledger_tail.last() == st.ledger_end,
@@ -1158,7 +1167,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         {
             // Hold no lock across the rewrite's awaits; apply cannot run concurrently with
             // install (openraft serializes state machine calls), readers see the old state.
-            rewrite_state(self.shared.engine.as_ref(), &body)
+            rewrite_state(self.shared.engine.as_ref(), &self.shared.ledger, &body)
                 .await
                 .map_err(write_err)?;
             let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
@@ -1633,7 +1642,7 @@ mod tests {
         let after = sm.digest();
         let ledger = sm.movements((0, 0), "", "", 100, 1000).unwrap().0;
         assert_eq!(ledger.len(), 3);
-        // A backup stores the ledger's tail: the engine is now ahead of the checkpoint.
+        // A backup stores the ledger's tail: the files are now ahead of the checkpoint.
         sm.snapshot_body().await.unwrap();
         drop(sm);
 
@@ -1661,8 +1670,8 @@ mod tests {
             "the log re-applied gives the same state"
         );
         assert_eq!(sm.movements((0, 0), "", "", 100, 1000).unwrap().0, ledger);
-        let engine = sm.engine().as_ref();
-        let stored = ledger::read(engine, (0, 0), ledger::last(engine).unwrap(), 100).unwrap();
+        let files = &sm.shared.ledger;
+        let stored = files.read((0, 0), files.last(), 100).unwrap();
         assert_eq!(stored, ledger, "each movement stored once");
         drop(sm);
 
@@ -1715,9 +1724,9 @@ mod tests {
         let path = dir.path().join("snapshot").join("current.snap");
         write_file_durably(&path, &snapshot::encode(&whole).unwrap()).unwrap();
         set_marker(sm.engine(), &old_marker);
-        let mut b = Batch::default();
-        b.delete(keys::movement(4 * 1024, 0)); // the ledger lacks the last movement
-        sm.engine().write(b).unwrap();
+        // The ledger lacks the last movement.
+        let short = &whole.movements[..whole.movements.len() - 1];
+        sm.shared.ledger.replace(short).unwrap();
         drop(sm);
         let sm = fresh(&dir).await;
         assert_eq!(sm.digest(), at_4);
@@ -1766,6 +1775,9 @@ mod tests {
     async fn a_rewrite_from_a_body_without_its_ledger_is_refused_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let engine = SledEngine::open(&dir.path().join("db")).unwrap();
+        let files = ledger::Store::open(&dir.path().join(ledger::DIR), &engine)
+            .await
+            .unwrap();
         let body = SnapshotBody {
             last_applied: None,
             membership: Membership::default(),
@@ -1773,7 +1785,7 @@ mod tests {
             movements: vec![],
             ledger_through: Some((1024, 0)),
         };
-        let err = rewrite_state(&engine, &body).await.unwrap_err();
+        let err = rewrite_state(&engine, &files, &body).await.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
         assert!(engine.get(INSTALLING).unwrap().is_none());
         assert!(engine.get(keys::CHECKPOINT).unwrap().is_none());
@@ -1895,12 +1907,12 @@ mod tests {
         }
     }
 
-    /// The ledger reaches the engine a chunk at a time; until then its newest movements
+    /// The ledger reaches its files a chunk at a time; until then its newest movements
     /// are in the tail. Reads cross that boundary in both directions and page through it
-    /// as through a plain list; the engine holds a dense prefix; a snapshot build stores
+    /// as through a plain list; the files hold a dense prefix; a snapshot build stores
     /// the tail first, since the file refers to the stored ledger.
     #[tokio::test]
-    async fn ledger_reads_cross_from_the_engine_into_the_tail() {
+    async fn ledger_reads_cross_from_the_files_into_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let mut sm = fresh(&dir).await;
         let receipts = ledger::CHUNK_MOVEMENTS + 190;
@@ -1917,15 +1929,16 @@ mod tests {
         }
         assert_eq!(all.len(), receipts);
         let at = |m: &Movement| (m.revision, m.seq);
-        let stored = ledger::last(sm.engine().as_ref()).unwrap();
+        let files = &sm.shared.ledger;
+        let stored = files.last();
         {
             let st = sm.read();
             let tail_first = st.ledger_tail.first().expect("the newest movements wait");
             assert!(stored.is_some() && stored < Some(tail_first));
             assert_eq!(st.ledger_tail.last(), Some(at(all.last().unwrap())));
         }
-        let in_engine = ledger::read(sm.engine().as_ref(), (0, 0), stored, usize::MAX).unwrap();
-        assert_eq!(in_engine[..], all[..in_engine.len()], "a dense prefix");
+        let in_files = files.read((0, 0), stored, usize::MAX).unwrap();
+        assert_eq!(in_files[..], all[..in_files.len()], "a dense prefix");
 
         for (limit, budget) in [(7, 1000), (100, 33), (1000, 1000)] {
             let mut got = Vec::new();
@@ -1940,7 +1953,7 @@ mod tests {
             }
             assert_eq!(got, all, "pages of {limit}, scanning {budget}");
         }
-        let boundary = in_engine.len();
+        let boundary = in_files.len();
         let from = at(&all[boundary - 3]);
         let (page, _) = sm.movements(from, "", "", 6, 1000).unwrap();
         assert_eq!(page, all[boundary - 3..boundary + 3].to_vec());
@@ -1959,13 +1972,10 @@ mod tests {
             "stored by the build"
         );
         assert_eq!(
-            ledger::read(
-                sm.engine().as_ref(),
-                (0, 0),
-                Some((u64::MAX, 0)),
-                usize::MAX
-            )
-            .unwrap(),
+            sm.shared
+                .ledger
+                .read((0, 0), Some((u64::MAX, 0)), usize::MAX)
+                .unwrap(),
             all
         );
     }

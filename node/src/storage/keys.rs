@@ -8,7 +8,8 @@
 //! | `a`    | `a/checkpoint`               | log id of the snapshot file holding the state |
 //! | `a`    | `a/applied`                  | (earlier releases) applied id and membership |
 //! | `s`    | `s` + record key             | (earlier releases) an inventory record  |
-//! | `v`    | `v` + revision (u64 BE) + seq (u32 BE) | a ledger movement             |
+//! | `a`    | `a/installing`, `a/ledger-in-files` | an install under way; the ledger moved out |
+//! | `v`    | `v` + revision (u64 BE) + seq (u32 BE) | (earlier releases) a ledger chunk |
 
 use crate::inventory::Key;
 

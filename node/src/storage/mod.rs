@@ -1,9 +1,10 @@
 //! The storage seam: a small ordered key-value engine trait that the Raft log store and the
 //! state machine write through, so the engine (sled today) can be swapped.
 //!
-//! One keyspace, partitioned by prefix (see `keys`), so that one atomic batch can update the
-//! applied index, state records and ledger together. Values are framed with a CRC-32 by
-//! `frame`, so corruption on disk is detected and reported, never used.
+//! One keyspace, partitioned by prefix (see `keys`); it holds only small markers now (the
+//! Raft log and the ledger have segment files of their own, `wal`), and an earlier
+//! release's records until their first start moves them. Values are framed with a CRC-32
+//! by `frame`, so corruption on disk is detected and reported, never used.
 
 pub mod frame;
 pub mod keys;

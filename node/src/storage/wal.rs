@@ -211,6 +211,18 @@ impl Wal {
         segment_bytes: u64,
         purged: Option<u64>,
     ) -> Result<(Wal, Recovery), StoreError> {
+        Self::open_visiting(dir, segment_bytes, purged, &mut |_, _| {})
+    }
+
+    /// `open`, handing `visit` the index and payload of every record kept, in order, as
+    /// the files are checked (so a caller can index the payloads without reading them
+    /// again). A record visited can still be hidden by `purged`.
+    pub fn open_visiting(
+        dir: &Path,
+        segment_bytes: u64,
+        purged: Option<u64>,
+        visit: &mut dyn FnMut(u64, &[u8]),
+    ) -> Result<(Wal, Recovery), StoreError> {
         assert!(segment_bytes > 0, "segment size must be positive");
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         let mut firsts = Vec::new();
@@ -232,7 +244,7 @@ impl Wal {
         for (n, first) in firsts.into_iter().enumerate() {
             let path = dir.join(segment_name(first));
             let is_last = n + 1 == count;
-            let seg = Self::scan(&path, first, is_last, &mut recovery)?;
+            let seg = Self::scan(&path, first, is_last, &mut recovery, visit)?;
             if let Some(prev) = segments.back().and_then(|s: &Segment| s.last()) {
                 if seg.first != prev + 1 {
                     return Err(StoreError::Corrupt {
@@ -278,6 +290,7 @@ impl Wal {
         first: u64,
         is_last: bool,
         recovery: &mut Recovery,
+        visit: &mut dyn FnMut(u64, &[u8]),
     ) -> Result<Segment, StoreError> {
         let bytes = std::fs::read(path).map_err(io(path))?;
         let mut offsets = Vec::new();
@@ -286,6 +299,7 @@ impl Wal {
             let index = first + offsets.len() as u64;
             match decode_record(&bytes[at..], index) {
                 Ok(range) => {
+                    visit(index, &bytes[at + range.start..at + range.end]);
                     offsets.push(at as u64);
                     at += range.end;
                 }
@@ -364,6 +378,34 @@ impl Wal {
     /// Writes `records` (consecutive indexes from `next_index`) and fdatasyncs them: on
     /// return they survive a crash. One write and one fsync for the whole batch.
     pub fn append(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(records, true)
+    }
+
+    /// `append` without the fsync: the records are durable only after a later `sync`. A
+    /// crash can lose any suffix of what was appended since (the torn tail is cut on
+    /// open), never a record before a kept one: a segment is synced before the next one
+    /// is started, so only the last segment can hold unsynced records.
+    pub fn append_unsynced(&self, records: &[(u64, Vec<u8>)]) -> Result<(), StoreError> {
+        self.write(records, false)
+    }
+
+    /// Makes every record appended so far durable (see `append_unsynced`).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        let active = {
+            let inner = self.lock();
+            inner
+                .segments
+                .back()
+                .map(|s| (s.file.clone(), s.path.clone()))
+        };
+        match active {
+            // Outside the lock, as in `append`.
+            Some((file, path)) => file.sync_data().map_err(io(&path)),
+            None => Ok(()),
+        }
+    }
+
+    fn write(&self, records: &[(u64, Vec<u8>)], durable: bool) -> Result<(), StoreError> {
         let Some((first_index, _)) = records.first() else {
             return Ok(());
         };
@@ -412,6 +454,12 @@ impl Wal {
                     || last_live.is_none() && !s.offsets.is_empty()
             });
             if rotate {
+                if !durable {
+                    // Only the last segment may hold unsynced records (crash rules above).
+                    if let Some(seg) = inner.segments.back() {
+                        seg.file.sync_data().map_err(io(&seg.path))?;
+                    }
+                }
                 self.start_segment(&mut inner, *first_index)?;
             }
             let seg = inner
@@ -428,6 +476,9 @@ impl Wal {
             let seg = inner.segments.back().expect("present");
             (seg.file.clone(), seg.path.clone())
         };
+        if !durable {
+            return Ok(());
+        }
         // Outside the lock, so readers (replication) are not held up by the disk.
         file.0.sync_data().map_err(io(&file.1))
     }
