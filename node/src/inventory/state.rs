@@ -210,8 +210,17 @@ impl Inventory {
     /// copied, the idempotency table (the large one) is shared in O(1). Its `into_records`
     /// gives exactly `records()` as of now, and can run after applies resume.
     pub fn copy_for_snapshot(&self) -> StateCopy {
+        let items = self.items.values().cloned().map(Record::Item);
+        let locations = self.locations.values().cloned().map(Record::Location);
         StateCopy {
-            head: self.head_records().collect(),
+            before_stock: items.chain(locations).collect(),
+            stock: self.stock.copy(),
+            after_stock: self
+                .reservations
+                .values()
+                .cloned()
+                .map(Record::Reservation)
+                .collect(),
             idempotency: self.idempotency.clone(),
             clock_ms: self.clock_ms,
         }
@@ -1167,8 +1176,11 @@ fn or_default<'a>(value: &'a str, default: &'a str) -> &'a str {
 
 /// The state as of one moment (`Inventory::copy_for_snapshot`).
 pub struct StateCopy {
-    /// Items, locations, stock levels and reservations, in `records()` order.
-    head: Vec<Record>,
+    /// Items and locations, then (shared) the stock levels, then reservations: with the
+    /// idempotency table and the clock, `records()` order.
+    before_stock: Vec<Record>,
+    stock: super::stock_table::StockCopy,
+    after_stock: Vec<Record>,
     idempotency: imbl::OrdMap<TableKey, IdempotencyRecord>,
     clock_ms: u64,
 }
@@ -1179,6 +1191,12 @@ pub struct StateCopy {
 pub enum RecordRef<'a> {
     /// An item, location, stock level or reservation (never an idempotency record).
     Whole(&'a Record),
+    /// A stock level, from the shared copy of the table.
+    Stock {
+        item: &'a str,
+        location: &'a str,
+        level: StockLevel,
+    },
     Idempotency {
         key: &'a str,
         record: &'a IdempotencyRecord,
@@ -1200,6 +1218,15 @@ impl RecordRef<'_> {
     pub fn to_record(self) -> Record {
         match self {
             RecordRef::Whole(r) => r.clone(),
+            RecordRef::Stock {
+                item,
+                location,
+                level,
+            } => Record::Stock {
+                item: item.to_owned(),
+                location: location.to_owned(),
+                level,
+            },
             RecordRef::Idempotency { key, record } => Record::Idempotency {
                 key: key.to_owned(),
                 record: record.clone(),
@@ -1219,11 +1246,28 @@ impl StateCopy {
                 key: key.as_str(),
                 record,
             });
-        self.head
+        let stock = self
+            .stock
+            .iter()
+            .map(|(item, location, level)| RecordRef::Stock {
+                item,
+                location,
+                level,
+            });
+        self.before_stock
             .iter()
             .map(RecordRef::Whole)
+            .chain(stock)
+            .chain(self.after_stock.iter().map(RecordRef::Whole))
             .chain(idem)
             .chain(std::iter::once(RecordRef::Clock(self.clock_ms)))
+    }
+
+    /// How many records `records_ref` yields.
+    pub fn record_count(&self) -> u64 {
+        (self.before_stock.len() + self.stock.len() + self.after_stock.len()) as u64
+            + self.idempotency.len() as u64
+            + 1 // the clock
     }
 
     /// The records, in the order `Inventory::records` gives them.
@@ -1236,8 +1280,20 @@ impl StateCopy {
                 key: key.as_str().to_owned(),
                 record,
             });
-        self.head
+        // The stock levels are materialised here: the caller collects every record anyway.
+        let stock: Vec<Record> = self
+            .stock
+            .iter()
+            .map(|(item, location, level)| Record::Stock {
+                item: item.to_owned(),
+                location: location.to_owned(),
+                level,
+            })
+            .collect();
+        self.before_stock
             .into_iter()
+            .chain(stock)
+            .chain(self.after_stock)
             .chain(idem)
             .chain(std::iter::once(Record::Clock(self.clock_ms)))
     }

@@ -75,35 +75,91 @@ pub struct BinaryHead {
     pub ledger_through: Option<(u64, u32)>,
 }
 
-/// The binary snapshot (`LLSNAP02`) of a head, the records in `records()` order and the
-/// movements.
+/// The binary snapshot (`LLSNAP02`) of a head, the `record_count` records in `records()`
+/// order and the movements, in memory.
 pub fn encode_binary<'a>(
     head: &BinaryHead,
+    record_count: u64,
     records: impl Iterator<Item = RecordRef<'a>>,
     movements: &[Movement],
 ) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    out.extend_from_slice(MAGIC_BINARY);
-    out.extend_from_slice(&[0; 12]); // length and checksum, filled in below
-    let enc = |e: postcard::Error| format!("snapshot encode: {e}");
-    out = postcard::to_io(head, out).map_err(enc)?;
-    let count_at = out.len();
-    out.extend_from_slice(&[0; 8]);
-    let mut count: u64 = 0;
-    for record in records {
-        out = postcard::to_io(&BinaryRecord(record), out).map_err(enc)?;
-        count += 1;
-    }
-    out[count_at..count_at + 8].copy_from_slice(&count.to_le_bytes());
-    out.extend_from_slice(&(movements.len() as u64).to_le_bytes());
-    for m in movements {
-        out = postcard::to_io(m, out).map_err(enc)?;
-    }
-    let body_len = (out.len() - HEADER_LEN) as u64;
-    let sum = crc32fast::hash(&out[HEADER_LEN..]);
-    out[8..16].copy_from_slice(&body_len.to_le_bytes());
-    out[16..20].copy_from_slice(&sum.to_le_bytes());
+    let header = encode_binary_to(&mut out, head, record_count, records, movements)?;
+    out[..HEADER_LEN].copy_from_slice(&header);
     Ok(out)
+}
+
+/// The snapshot's header: magic, body length, body checksum.
+pub type Header = [u8; HEADER_LEN];
+
+/// [`encode_binary`] written to `out` as it is encoded, so a build holds no copy of the
+/// file in memory (at a million levels, 24 MB and, as the buffer grew, up to twice that
+/// at the peak of a build). The header goes first as zeros, since its length and checksum
+/// are known only at the end: the caller writes the returned header over them.
+/// `records` must yield exactly `record_count` records (the count is written before them);
+/// anything else is an error.
+pub fn encode_binary_to<'a, W: std::io::Write>(
+    out: W,
+    head: &BinaryHead,
+    record_count: u64,
+    records: impl Iterator<Item = RecordRef<'a>>,
+    movements: &[Movement],
+) -> Result<Header, String> {
+    let enc = |e: postcard::Error| format!("snapshot encode: {e}");
+    let mut out = out;
+    out.write_all(&[0; HEADER_LEN])
+        .map_err(|e| format!("snapshot write: {e}"))?;
+    let mut body = Summed {
+        inner: out,
+        crc: crc32fast::Hasher::new(),
+        len: 0,
+    };
+    postcard::to_io(head, &mut body).map_err(enc)?;
+    postcard_write(&mut body, &record_count.to_le_bytes())?;
+    let mut written: u64 = 0;
+    for record in records {
+        postcard::to_io(&BinaryRecord(record), &mut body).map_err(enc)?;
+        written += 1;
+    }
+    if written != record_count {
+        return Err(format!(
+            "snapshot encode: {written} records written where {record_count} were counted"
+        ));
+    }
+    postcard_write(&mut body, &(movements.len() as u64).to_le_bytes())?;
+    for m in movements {
+        postcard::to_io(m, &mut body).map_err(enc)?;
+    }
+    let mut header = [0u8; HEADER_LEN];
+    header[..8].copy_from_slice(MAGIC_BINARY);
+    header[8..16].copy_from_slice(&body.len.to_le_bytes());
+    header[16..20].copy_from_slice(&body.crc.finalize().to_le_bytes());
+    Ok(header)
+}
+
+fn postcard_write<W: std::io::Write>(w: &mut W, bytes: &[u8]) -> Result<(), String> {
+    w.write_all(bytes)
+        .map_err(|e| format!("snapshot write: {e}"))
+}
+
+/// A writer that passes bytes on and keeps their count and CRC-32: the body's length and
+/// checksum for the header.
+struct Summed<W> {
+    inner: W,
+    crc: crc32fast::Hasher,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Summed<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.crc.update(&buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// The binary snapshot of a whole body (its records owned).
@@ -115,6 +171,7 @@ pub fn encode_binary_body(body: &SnapshotBody) -> Result<Vec<u8>, String> {
     };
     encode_binary(
         &head,
+        body.records.len() as u64,
         body.records.iter().map(RecordRef::from),
         &body.movements,
     )
@@ -127,6 +184,7 @@ pub fn encode_binary_body(body: &SnapshotBody) -> Result<Vec<u8>, String> {
 /// every variant back as a `Record`.
 struct BinaryRecord<'a>(RecordRef<'a>);
 
+const STOCK_VARIANT: u32 = 2;
 const IDEMPOTENCY_VARIANT: u32 = 4;
 const CLOCK_VARIANT: u32 = 5;
 
@@ -137,6 +195,17 @@ impl Serialize for BinaryRecord<'_> {
             RecordRef::Whole(Record::Idempotency { key, record }) => (key.as_str(), record),
             RecordRef::Idempotency { key, record } => (key, record),
             RecordRef::Whole(other) => return other.serialize(s),
+            RecordRef::Stock {
+                item,
+                location,
+                level,
+            } => {
+                let mut v = s.serialize_struct_variant("Record", STOCK_VARIANT, "Stock", 3)?;
+                v.serialize_field("item", item)?;
+                v.serialize_field("location", location)?;
+                v.serialize_field("level", &level)?;
+                return v.end();
+            }
             RecordRef::Clock(c) => {
                 return s.serialize_newtype_variant("Record", CLOCK_VARIANT, "Clock", &c)
             }
@@ -584,7 +653,7 @@ mod tests {
             membership: body.membership.clone(),
             ledger_through: body.ledger_through,
         };
-        let by_ref = encode_binary(&head, copy.records_ref(), &[]).unwrap();
+        let by_ref = encode_binary(&head, copy.record_count(), copy.records_ref(), &[]).unwrap();
         assert_eq!(by_ref, encode_binary_body(&body).unwrap());
     }
 
@@ -595,6 +664,7 @@ mod tests {
     fn a_binary_record_is_postcard_of_the_record() {
         let body = rich_body(None);
         let mut skipped = 0;
+        let mut stock = 0;
         for r in &body.records {
             let ours = postcard::to_stdvec(&BinaryRecord(RecordRef::from(r))).unwrap();
             assert_eq!(postcard::from_bytes::<Record>(&ours).unwrap(), *r);
@@ -610,7 +680,23 @@ mod tests {
                 postcard::to_stdvec(&BinaryRecord(RecordRef::Whole(r))).unwrap(),
                 ours
             );
+            if let Record::Stock {
+                item,
+                location,
+                level,
+            } = r
+            {
+                stock += 1;
+                let shared = RecordRef::Stock {
+                    item,
+                    location,
+                    level: *level,
+                };
+                assert_eq!(postcard::to_stdvec(&BinaryRecord(shared)).unwrap(), ours);
+                assert_eq!(shared.to_record(), *r);
+            }
         }
+        assert!(stock > 0, "the body has stock levels");
         assert_eq!(skipped, 1);
     }
 

@@ -812,40 +812,117 @@ pub(crate) fn write_file_durably_paced(
     pace: WritePace,
 ) -> Result<(), StoreError> {
     use std::io::Write;
-    assert!(
-        pace.sync_bytes > 0,
-        "a write is flushed in pieces of at least a byte"
-    );
-    let io = |source| StoreError::Io {
+    let mut file = PacedFile::create(path, pace)?;
+    file.write_all(bytes).map_err(|source| StoreError::Io {
         path: path.display().to_string(),
         source,
-    };
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io)?;
-    let started = std::time::Instant::now();
-    let mut written: u64 = 0;
-    // Flushed as it goes: a snapshot of tens of MB written whole and then fsynced queues
-    // the Raft log's fdatasync (the write path) behind all of it. Bounded by the chunks.
-    for (n, chunk) in bytes.chunks(pace.sync_bytes).enumerate() {
-        if n > 0 {
-            f.sync_data().map_err(io)?;
-            let wait_us = pace.wait_us(written, started.elapsed().as_micros() as u64);
+    })?;
+    let written = file.finish(None)?;
+    debug_assert_eq!(written, bytes.len() as u64, "every byte written once");
+    Ok(())
+}
+
+/// A file written durably at a pace as bytes arrive (`io::Write`): into `<path>.tmp`, in
+/// pieces of `pace.sync_bytes`, each flushed and, with a rate, written no sooner than the
+/// rate allows (a snapshot of tens of MB written whole and then fsynced queues the Raft
+/// log's fdatasync, the write path, behind all of it); `finish` then fsyncs it and renames
+/// it over `path`. Holds one piece in memory, so a build streams its encoding to disk.
+pub(crate) struct PacedFile {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::fs::File,
+    pace: WritePace,
+    started: std::time::Instant,
+    written: u64,
+    piece: Vec<u8>,
+}
+
+impl PacedFile {
+    pub(crate) fn create(path: &Path, pace: WritePace) -> Result<PacedFile, StoreError> {
+        assert!(
+            pace.sync_bytes > 0,
+            "a write is flushed in pieces of at least a byte"
+        );
+        let tmp = path.with_extension("tmp");
+        let file = std::fs::File::create(&tmp).map_err(|source| StoreError::Io {
+            path: tmp.display().to_string(),
+            source,
+        })?;
+        Ok(PacedFile {
+            path: path.to_path_buf(),
+            tmp,
+            file,
+            pace,
+            started: std::time::Instant::now(),
+            written: 0,
+            piece: Vec::with_capacity(pace.sync_bytes),
+        })
+    }
+
+    /// Writes the held piece, after flushing the one before and waiting for the pace.
+    fn write_piece(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        if self.piece.is_empty() {
+            return Ok(());
+        }
+        if self.written > 0 {
+            self.file.sync_data()?;
+            let elapsed_us = self.started.elapsed().as_micros() as u64;
+            let wait_us = self.pace.wait_us(self.written, elapsed_us);
             if wait_us > 0 {
                 std::thread::sleep(std::time::Duration::from_micros(wait_us));
             }
         }
-        f.write_all(chunk).map_err(io)?;
-        written += chunk.len() as u64;
+        self.file.write_all(&self.piece)?;
+        self.written += self.piece.len() as u64;
+        self.piece.clear();
+        Ok(())
     }
-    debug_assert_eq!(written, bytes.len() as u64, "every byte written once");
-    f.sync_all().map_err(io)?;
-    std::fs::rename(&tmp, path).map_err(io)?;
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io)?;
+
+    /// Writes what is held, then `header` (if any) over the file's first bytes, fsyncs the
+    /// file, renames it over `path` and fsyncs the directory. Returns the file's length.
+    pub(crate) fn finish(mut self, header: Option<&[u8]>) -> Result<u64, StoreError> {
+        use std::os::unix::fs::FileExt;
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| StoreError::Io { path, source }
+        };
+        self.write_piece().map_err(io(&self.tmp))?;
+        if let Some(header) = header {
+            if (header.len() as u64) > self.written {
+                return Err(StoreError::Encode(format!(
+                    "a {}-byte header over a {}-byte file",
+                    header.len(),
+                    self.written
+                )));
+            }
+            self.file.write_all_at(header, 0).map_err(io(&self.tmp))?;
+        }
+        self.file.sync_all().map_err(io(&self.tmp))?;
+        std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
+        if let Some(dir) = self.path.parent() {
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io(dir))?;
+        }
+        Ok(self.written)
     }
-    Ok(())
+}
+
+impl std::io::Write for PacedFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let room = self.pace.sync_bytes - self.piece.len();
+        let n = buf.len().min(room);
+        self.piece.extend_from_slice(&buf[..n]);
+        if self.piece.len() == self.pace.sync_bytes {
+            self.write_piece()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(()) // pieces are written as they fill; `finish` writes the rest
+    }
 }
 
 /// Makes `body` the node's checkpoint: replaces the stored ledger with its movements,
@@ -913,13 +990,21 @@ struct Captured {
 impl Captured {
     /// The binary snapshot file of this copy, referring to the ledger through
     /// `ledger_end`: the records are encoded from the copy where they lie, none cloned.
-    fn encode_checkpoint(&self) -> Result<Vec<u8>, String> {
+    /// Writes the binary snapshot file of this copy to `file` as it is encoded; returns
+    /// its header, for `PacedFile::finish`.
+    fn encode_checkpoint_to(&self, file: &mut PacedFile) -> Result<snapshot::Header, String> {
         let head = snapshot::BinaryHead {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             ledger_through: self.ledger_end,
         };
-        snapshot::encode_binary(&head, self.state.records_ref(), &[])
+        snapshot::encode_binary_to(
+            file,
+            &head,
+            self.state.record_count(),
+            self.state.records_ref(),
+            &[],
+        )
     }
 
     fn meta(&self) -> SnapshotMeta<NodeId, super::NodeInfo> {
@@ -968,13 +1053,22 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             .spawn(move || {
                 lower_thread_priority();
                 let result = (|| {
-                    let bytes = captured.encode_checkpoint().map_err(StoreError::Encode)?;
-                    write_file_durably_paced(&path, &bytes, pace)?;
+                    let mut file = PacedFile::create(&path, pace)?;
+                    let header = captured
+                        .encode_checkpoint_to(&mut file)
+                        .map_err(StoreError::Encode)?;
+                    file.finish(Some(&header))?;
                     // Only the meta goes back: the copy (its share of the idempotency
                     // table, a hundred thousand records and more) is freed here, not on
                     // a runtime worker.
                     let meta = captured.meta();
                     drop(captured);
+                    // openraft 0.9 keeps only the meta of a built snapshot; the data is
+                    // the file's bytes all the same, read back once the copy is gone.
+                    let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
                     Ok::<_, StoreError>((meta, bytes, thread_cpu_ms()))
                 })();
                 let _ = done.send(result);
@@ -985,6 +1079,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             .map_err(|_| write_err("the snapshot-build thread ended without a result (panicked)"))?
             .map_err(write_err)?;
         let written_ms = started.elapsed().as_millis() as u64;
+
         // The file is now the checkpoint a start loads; durable before openraft may purge
         // the log behind it.
         set_checkpoint(self.shared.engine.as_ref(), meta.last_log_id)
@@ -1250,6 +1345,39 @@ mod tests {
             assert_eq!(std::fs::read(&path).unwrap(), bytes, "{len} bytes");
             assert!(!path.with_extension("tmp").exists());
         }
+    }
+
+    /// Bytes written in writes of any size land in order across piece boundaries; the
+    /// header given to `finish` replaces the first bytes; one longer than the file is
+    /// refused and leaves the old file in place.
+    #[test]
+    fn a_paced_file_streams_its_writes_and_puts_the_header_last() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.snap");
+        let pace = WritePace {
+            sync_bytes: 7,
+            bytes_per_s: None,
+        };
+        let bytes: Vec<u8> = (0..100u32).map(|i| (i % 251) as u8 + 1).collect();
+        let mut file = PacedFile::create(&path, pace).unwrap();
+        let mut at = 0;
+        for n in [0, 1, 3, 7, 9, 20, 60] {
+            file.write_all(&bytes[at..at + n]).unwrap();
+            at += n;
+        }
+        assert_eq!(at, bytes.len());
+        assert_eq!(file.finish(Some(&[0xAA; 5])).unwrap(), 100);
+        let mut want = bytes.clone();
+        want[..5].fill(0xAA);
+        assert_eq!(std::fs::read(&path).unwrap(), want);
+        assert!(!path.with_extension("tmp").exists());
+
+        let mut file = PacedFile::create(&path, pace).unwrap();
+        file.write_all(b"abc").unwrap();
+        let err = file.finish(Some(&[0; 4])).unwrap_err();
+        assert!(err.to_string().contains("header"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), want, "the old file stays");
     }
 
     #[test]
