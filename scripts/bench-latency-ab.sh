@@ -4,7 +4,10 @@
 # loads it 10 s closed loop at 64 clients (so a snapshot is due inside the measured window,
 # as in bench-latency.sh), then measures DURATION_S open loop at RATE writes/s, and does the
 # same with B. Prints each run's percentiles, the host's steal time during it (a busy host
-# shows here, not in the figures) and the nodes' `build_cpu_ms` for snapshot builds.
+# shows here, not in the figures) and the nodes' `build_cpu_ms` for snapshot builds, and
+# the disk writes during the open-loop phase, sampled every 100 ms from the data
+# directory's block device (/sys/class/block/DEV/stat): the mean MB/s and the largest
+# 100 ms burst.
 # Loopback only; every run is bounded by its duration.
 #
 #   scripts/bench-latency-ab.sh A_BIN B_BIN [ROUNDS=4] [RATE=4000] [DURATION_S=10]
@@ -35,6 +38,19 @@ for id in 1 2 3; do
   members="${members:+$members,}$id=127.0.0.1:$((base + 100 + id))/127.0.0.1:$((base + id))/127.0.0.1:$((base + 200 + id))"
 done
 steal() { awk '/^cpu / {print $9}' /proc/stat; }
+disk_dev=$(basename "$(df --output=source "$data" | tail -1)")
+disk_stat="/sys/class/block/$disk_dev/stat"
+sample_disk() { # sample_disk OUT SECONDS: sectors written, every 100 ms, bounded by SECONDS
+  local n=$(( $2 * 10 + 20 ))
+  for _ in $(seq 1 "$n"); do
+    [ -r "$disk_stat" ] && awk '{print $7}' "$disk_stat" >>"$1"
+    sleep 0.1
+  done
+}
+disk_summary() { # disk_summary FILE: "mean M MB/s, burst B MB/100 ms"
+  awk 'NR > 1 { d = ($1 - prev) * 512 / 1e6; sum += d; n++; if (d > max) max = d } { prev = $1 }
+       END { if (n) printf "%.1f MB/s, burst %.1f MB/100 ms", sum / n * 10, max; else print "not sampled" }' "$1"
+}
 
 run() { # run LABEL BIN
   rm -rf "$data/cluster"
@@ -58,12 +74,17 @@ run() { # run LABEL BIN
   local s0 s1 peak line cpu
   s0=$(steal)
   peak=$("$bench" --endpoints "$endpoints" --clients 64 --duration-s 10 --mix adjust=100 | awk '$1 == "total" {print $4}')
+  rm -f "$data/disk"
+  sample_disk "$data/disk" "$duration" &
+  local sampler=$!
   line=$("$bench" --endpoints "$endpoints" --clients 64 --duration-s "$duration" --mix adjust=100 \
     --rate "$rate" | awk '$1 == "total" {print "p50", $5, "p90", $6, "p99", $7, "p99.9", $8, "max", $9}')
+  kill "$sampler" 2>/dev/null || true
+  wait "$sampler" 2>/dev/null || true
   s1=$(steal)
   cpu=$(cat "$data"/cluster/node-*.log | sed 's/\x1b\[[0-9;]*m//g' | grep -o 'build_cpu_ms=[0-9]*' | cut -d= -f2 | tr '\n' ' ' || true)
   stop_nodes
-  echo "$1  peak $peak/s  at $rate/s: $line ms  steal $((s1 - s0)) ticks  build_cpu_ms: ${cpu:-none logged}"
+  echo "$1  peak $peak/s  at $rate/s: $line ms  steal $((s1 - s0)) ticks  disk $(disk_summary "$data/disk")  build_cpu_ms: ${cpu:-none logged}"
 }
 
 echo "machine: $(nproc) cores; A = $a_bin; B = $b_bin"
