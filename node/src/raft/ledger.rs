@@ -227,6 +227,7 @@ impl Store {
     /// Opens (creating if needed) the ledger in `dir`, moving an earlier release's ledger
     /// out of `engine` first if it is still there. Fails, never panics, on corrupt files.
     pub async fn open<E: Engine + ?Sized>(dir: &Path, engine: &E) -> Result<Store, StoreError> {
+        let started = std::time::Instant::now();
         // Each record's index and the first movement its prefix names (or why not).
         type Visited = (u64, Result<(u64, u32), String>);
         let mut firsts: Vec<Visited> = Vec::new();
@@ -258,6 +259,14 @@ impl Store {
                 ix.firsts.push(first);
             }
             ix.last = store.newest_stored(&ix)?;
+            // Open reads every segment whole (checksums, and each chunk's first movement
+            // for the index): O(ledger), so it is logged with its time.
+            tracing::info!(
+                chunks = ix.firsts.len(),
+                bytes = store.wal.size_bytes(),
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "opened the ledger"
+            );
         }
         store.move_from_engine(engine).await?;
         Ok(store)

@@ -109,13 +109,16 @@ pub fn encode_binary_to<'a, W: std::io::Write>(
     let mut out = out;
     out.write_all(&[0; HEADER_LEN])
         .map_err(|e| format!("snapshot write: {e}"))?;
-    let mut body = Summed {
+    let summed = Summed {
         inner: out,
         crc: crc32fast::Hasher::new(),
         len: 0,
     };
+    // postcard writes field by field, a few bytes at a time: buffered, so the checksum
+    // and the file see large slices.
+    let mut body = std::io::BufWriter::with_capacity(64 * 1024, summed);
     postcard::to_io(head, &mut body).map_err(enc)?;
-    postcard_write(&mut body, &record_count.to_le_bytes())?;
+    write_bytes(&mut body, &record_count.to_le_bytes())?;
     let mut written: u64 = 0;
     for record in records {
         postcard::to_io(&BinaryRecord(record), &mut body).map_err(enc)?;
@@ -126,10 +129,13 @@ pub fn encode_binary_to<'a, W: std::io::Write>(
             "snapshot encode: {written} records written where {record_count} were counted"
         ));
     }
-    postcard_write(&mut body, &(movements.len() as u64).to_le_bytes())?;
+    write_bytes(&mut body, &(movements.len() as u64).to_le_bytes())?;
     for m in movements {
         postcard::to_io(m, &mut body).map_err(enc)?;
     }
+    let body = body
+        .into_inner()
+        .map_err(|e| format!("snapshot write: {}", e.error()))?;
     let mut header = [0u8; HEADER_LEN];
     header[..8].copy_from_slice(MAGIC_BINARY);
     header[8..16].copy_from_slice(&body.len.to_le_bytes());
@@ -137,7 +143,7 @@ pub fn encode_binary_to<'a, W: std::io::Write>(
     Ok(header)
 }
 
-fn postcard_write<W: std::io::Write>(w: &mut W, bytes: &[u8]) -> Result<(), String> {
+fn write_bytes<W: std::io::Write>(w: &mut W, bytes: &[u8]) -> Result<(), String> {
     w.write_all(bytes)
         .map_err(|e| format!("snapshot write: {e}"))
 }

@@ -1057,24 +1057,18 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                     let header = captured
                         .encode_checkpoint_to(&mut file)
                         .map_err(StoreError::Encode)?;
-                    file.finish(Some(&header))?;
+                    let file_bytes = file.finish(Some(&header))?;
                     // Only the meta goes back: the copy (its share of the idempotency
                     // table, a hundred thousand records and more) is freed here, not on
                     // a runtime worker.
                     let meta = captured.meta();
                     drop(captured);
-                    // openraft 0.9 keeps only the meta of a built snapshot; the data is
-                    // the file's bytes all the same, read back once the copy is gone.
-                    let bytes = std::fs::read(&path).map_err(|source| StoreError::Io {
-                        path: path.display().to_string(),
-                        source,
-                    })?;
-                    Ok::<_, StoreError>((meta, bytes, thread_cpu_ms()))
+                    Ok::<_, StoreError>((meta, file_bytes, thread_cpu_ms()))
                 })();
                 let _ = done.send(result);
             })
             .map_err(write_err)?;
-        let (meta, bytes, build_cpu_ms) = built
+        let (meta, file_bytes, build_cpu_ms) = built
             .await
             .map_err(|_| write_err("the snapshot-build thread ended without a result (panicked)"))?
             .map_err(write_err)?;
@@ -1088,7 +1082,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         self.record_snapshot(SnapshotEvent::Built, started);
         tracing::info!(
             last_applied = ?meta.last_log_id,
-            bytes = bytes.len(),
+            bytes = file_bytes,
             copied_ms,
             flushed_ms,
             written_ms,
@@ -1096,9 +1090,13 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             total_ms = started.elapsed().as_millis() as u64,
             "built snapshot"
         );
+        // No data: openraft 0.9 keeps only the meta of a snapshot it had built
+        // (`core/sm/worker.rs`, `storage/helper.rs`), and a peer is sent the snapshot that
+        // `get_current_snapshot` makes from the file. Reading the file back to fill it
+        // cost every node tens of MB at once for nothing.
         Ok(Snapshot {
             meta,
-            snapshot: Box::new(Cursor::new(bytes)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -1648,12 +1646,9 @@ mod tests {
         assert_eq!(whole.ledger_through, None);
 
         let mut builder = sm.get_snapshot_builder().await;
-        let built = builder
-            .build_snapshot()
-            .await
-            .unwrap()
-            .snapshot
-            .into_inner();
+        let built = builder.build_snapshot().await.unwrap();
+        assert!(built.snapshot.into_inner().is_empty(), "the file holds it");
+        let built = std::fs::read(sm.snapshot_path()).unwrap();
         // The node's own file is binary; what leaves the node is the JSON every release
         // reads (a follower may still run one that reads nothing else).
         assert_eq!(&built[..8], snapshot::MAGIC_BINARY);
@@ -1699,8 +1694,8 @@ mod tests {
         let log = item_warehouse_and_receipts(&[]);
         sm.apply(log).await.unwrap();
         let mut builder = sm.get_snapshot_builder().await;
-        let built = builder.build_snapshot().await.unwrap();
-        let built_bytes = built.snapshot.into_inner();
+        builder.build_snapshot().await.unwrap();
+        let built_bytes = std::fs::read(sm.snapshot_path()).unwrap();
         assert_eq!(&built_bytes[..8], snapshot::MAGIC_BINARY);
         assert_eq!(snapshot::decode(&built_bytes).unwrap().ledger_through, None);
 
