@@ -7,7 +7,7 @@
 //! - `state_machine`: applies committed entries to the in-memory inventory and stores their
 //!   movements (`ledger`); the state is durable as the last snapshot file plus the log
 //!   after it; builds and installs snapshots.
-//! - `ledger`: the stored movements, in chunks.
+//! - `ledger`: the stored movements, in chunks, in segment files of their own.
 //! - `snapshot`: the checksummed snapshot format.
 //! - `network`: openraft's `RaftNetwork` over the peer stream (gRPC for earlier releases).
 //! - `wire`: the peer stream's greeting and frames.
