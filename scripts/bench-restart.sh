@@ -9,15 +9,8 @@
 # one snapshot interval). SNAPSHOT_FIRST=1 takes a snapshot (POST /snapshot) before the
 # stop, so the restart loads the snapshot file instead: the two ends of what a restart does.
 # NODE_BIN=path runs that laundry-node build instead of this tree's (for A/B comparisons).
-set -euo pipefail
-cd "$(dirname "$0")/.."
-items="${1:-100000}"
-locations="${2:-10}"
-cargo build --quiet --release -p laundry-node -p laundry-benches --bin laundry-node --bin laundry-load-levels --bin laundry-bench
-bin="${CARGO_TARGET_DIR:-target}/release"
-data=$(mktemp -d)
-trap 'kill $(cat "$data/pid" 2>/dev/null) 2>/dev/null || true; rm -rf "$data"' EXIT
-node_bin="${NODE_BIN:-$bin/laundry-node}"
+# shellcheck source=scripts/one-node-bench.sh
+source "$(dirname "$0")/one-node-bench.sh"
 start() {
   "$node_bin" --id 1 --data-dir "$data/node" --client-addr 127.0.0.1:19901 --peer-addr 127.0.0.1:19902 \
     --admin-addr 127.0.0.1:19903 --plaintext --initial-members 1=127.0.0.1:19902/127.0.0.1:19901 \
