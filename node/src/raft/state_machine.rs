@@ -859,10 +859,19 @@ impl PacedFile {
         })
     }
 
-    /// Writes the held piece, after flushing the one before and waiting for the pace.
+    /// Writes the held piece (see `write_out`).
     fn write_piece(&mut self) -> std::io::Result<()> {
+        let piece = std::mem::take(&mut self.piece);
+        let result = self.write_out(&piece);
+        self.piece = piece;
+        self.piece.clear();
+        result
+    }
+
+    /// Writes `data` (one piece) after flushing the one before and waiting for the pace.
+    fn write_out(&mut self, data: &[u8]) -> std::io::Result<()> {
         use std::io::Write;
-        if self.piece.is_empty() {
+        if data.is_empty() {
             return Ok(());
         }
         if self.written > 0 {
@@ -873,9 +882,8 @@ impl PacedFile {
                 std::thread::sleep(std::time::Duration::from_micros(wait_us));
             }
         }
-        self.file.write_all(&self.piece)?;
-        self.written += self.piece.len() as u64;
-        self.piece.clear();
+        self.file.write_all(data)?;
+        self.written += data.len() as u64;
         Ok(())
     }
 
@@ -911,6 +919,11 @@ impl PacedFile {
 
 impl std::io::Write for PacedFile {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.piece.is_empty() && buf.len() >= self.pace.sync_bytes {
+            // A whole piece from the caller's buffer: written from there, not copied.
+            self.write_out(&buf[..self.pace.sync_bytes])?;
+            return Ok(self.pace.sync_bytes);
+        }
         let room = self.pace.sync_bytes - self.piece.len();
         let n = buf.len().min(room);
         self.piece.extend_from_slice(&buf[..n]);
