@@ -35,7 +35,6 @@ for n in 1 2; do
     [ "$(grep -c "built snapshot" "$data/node.log" || true)" -ge "$n" ] && break
     sleep 0.1
   done
-  sleep 0.5
   echo "build $n: peak $(mib VmHWM) MiB, resident after $(mib VmRSS) MiB"
 done
 sed 's/\x1b\[[0-9;]*m//g' "$data/node.log" | grep "built snapshot" | grep -o "bytes=.*" | tail -2
