@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Compares the write latency of two laundry-node binaries under a fixed offered load, by
 # interleaved runs: each round starts a fresh 3-node cluster on loopback with binary A,
-# loads it 10 s closed loop at 64 clients (so a snapshot is due inside the measured window,
-# as in bench-latency.sh), then measures DURATION_S open loop at RATE writes/s, and does the
+# loads it LOAD_S (default 10) s closed loop at 64 clients (so a snapshot is due inside the
+# measured window, as in bench-latency.sh; a longer load makes the state, and so each
+# build, larger), then measures DURATION_S open loop at RATE writes/s, and does the
 # same with B. Prints each run's percentiles, the host's steal time during it (a busy host
 # shows here, not in the figures) and the nodes' `build_cpu_ms` for snapshot builds, and
 # the disk writes during the open-loop phase, sampled every 100 ms from the data
@@ -13,6 +14,7 @@
 #   scripts/bench-latency-ab.sh A_BIN B_BIN [ROUNDS=4] [RATE=4000] [DURATION_S=10]
 #
 # Extra environment (e.g. LAUNDRY_SNAPSHOT_LOGS) is passed to both builds' nodes.
+load_s="${LOAD_S:-10}"
 set -euo pipefail
 cd "$(dirname "$0")/.."
 a_bin="$(realpath "${1:?usage: bench-latency-ab.sh A_BIN B_BIN [ROUNDS] [RATE] [DURATION_S]}")"
@@ -73,7 +75,7 @@ run() { # run LABEL BIN
   [ "$ready" = 1 ] || { echo "$1: the cluster did not answer within 20 s" >&2; exit 1; }
   local s0 s1 peak line cpu
   s0=$(steal)
-  peak=$("$bench" --endpoints "$endpoints" --clients 64 --duration-s 10 --mix adjust=100 | awk '$1 == "total" {print $4}')
+  peak=$("$bench" --endpoints "$endpoints" --clients 64 --duration-s "$load_s" --mix adjust=100 | awk '$1 == "total" {print $4}')
   rm -f "$data/disk"
   sample_disk "$data/disk" "$duration" &
   local sampler=$!

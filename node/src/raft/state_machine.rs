@@ -25,7 +25,7 @@ use super::snapshot::{self, SnapshotBody};
 use super::{sto_err, LogId, Membership, NodeId, Response, StorageError, TypeConfig};
 use crate::inventory::{ApplyCtx, DomainError, Inventory, Movement, Record};
 use crate::metrics::{Metrics, SnapshotEvent, SnapshotLabels};
-use crate::storage::{frame, keys, Batch, Engine, StoreError};
+use crate::storage::{frame, keys, reaper, Batch, Engine, StoreError};
 use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
     Entry, EntryPayload, ErrorSubject, ErrorVerb, RaftSnapshotBuilder, SnapshotMeta,
@@ -803,6 +803,16 @@ pub(crate) fn write_file_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreE
     write_file_durably_paced(path, bytes, WritePace::UNPACED)
 }
 
+/// [`write_file_durably`] for the snapshot file, whose readers hold `snapshot_io`: the
+/// file it replaces is freed a piece at a time (`PacedFile::free_replaced_gradually`).
+pub(crate) fn write_snapshot_file(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+    write_file(
+        PacedFile::create(path, WritePace::UNPACED)?.free_replaced_gradually(),
+        path,
+        bytes,
+    )
+}
+
 /// [`write_file_durably`] at `pace`: flushed every `pace.sync_bytes` and, with a rate,
 /// sleeping between flushes so the average stays under it. Blocking: call it from a
 /// thread of its own (the build's) or the blocking pool.
@@ -811,8 +821,11 @@ pub(crate) fn write_file_durably_paced(
     bytes: &[u8],
     pace: WritePace,
 ) -> Result<(), StoreError> {
+    write_file(PacedFile::create(path, pace)?, path, bytes)
+}
+
+fn write_file(mut file: PacedFile, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     use std::io::Write;
-    let mut file = PacedFile::create(path, pace)?;
     file.write_all(bytes).map_err(|source| StoreError::Io {
         path: path.display().to_string(),
         source,
@@ -835,9 +848,20 @@ pub(crate) struct PacedFile {
     started: std::time::Instant,
     written: u64,
     piece: Vec<u8>,
+    /// Whether `finish` hands the file it replaces to the reaper.
+    reap_replaced: bool,
 }
 
 impl PacedFile {
+    /// Has `finish` free the file it replaces a piece at a time (`storage::reaper`), not
+    /// at once: freeing a snapshot's hundred MB in one go stalled every log fdatasync
+    /// behind the filesystem's trim. The reaper cuts that file's blocks from under every
+    /// open handle, so only for files whose readers hold `snapshot_io`, as the rename does.
+    pub(crate) fn free_replaced_gradually(mut self) -> PacedFile {
+        self.reap_replaced = true;
+        self
+    }
+
     pub(crate) fn create(path: &Path, pace: WritePace) -> Result<PacedFile, StoreError> {
         assert!(
             pace.sync_bytes > 0,
@@ -856,6 +880,7 @@ impl PacedFile {
             started: std::time::Instant::now(),
             written: 0,
             piece: Vec::with_capacity(pace.sync_bytes),
+            reap_replaced: false,
         })
     }
 
@@ -907,11 +932,24 @@ impl PacedFile {
             self.file.write_all_at(header, 0).map_err(io(&self.tmp))?;
         }
         self.file.sync_all().map_err(io(&self.tmp))?;
+        // The file being replaced, held open so the rename frees none of its blocks: the
+        // reaper frees them a piece at a time (see `free_replaced_gradually`).
+        let replaced = if self.reap_replaced {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.path)
+                .ok()
+        } else {
+            None
+        };
         std::fs::rename(&self.tmp, &self.path).map_err(io(&self.path))?;
         if let Some(dir) = self.path.parent() {
             std::fs::File::open(dir)
                 .and_then(|d| d.sync_all())
                 .map_err(io(dir))?;
+        }
+        if let Some(old) = replaced {
+            reaper::free_gradually(std::sync::Arc::new(old), self.path.clone());
         }
         Ok(self.written)
     }
@@ -1066,7 +1104,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
             .spawn(move || {
                 lower_thread_priority();
                 let result = (|| {
-                    let mut file = PacedFile::create(&path, pace)?;
+                    let mut file = PacedFile::create(&path, pace)?.free_replaced_gradually();
                     let header = captured
                         .encode_checkpoint_to(&mut file)
                         .map_err(StoreError::Encode)?;
@@ -1266,7 +1304,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         let inventory =
             Inventory::from_records(std::mem::take(&mut body.records)).map_err(read_err)?;
         let path = self.snapshot_path();
-        tokio::task::spawn_blocking(move || write_file_durably(&path, &bytes))
+        tokio::task::spawn_blocking(move || write_snapshot_file(&path, &bytes))
             .await
             .map_err(write_err)?
             .map_err(write_err)?;
@@ -1389,6 +1427,44 @@ mod tests {
         let err = file.finish(Some(&[0; 4])).unwrap_err();
         assert!(err.to_string().contains("header"), "{err}");
         assert_eq!(std::fs::read(&path).unwrap(), want, "the old file stays");
+    }
+
+    /// The snapshot file a snapshot write replaces is freed in the background, read
+    /// through a handle opened before (which sees it cut); a plain durable write leaves
+    /// the replaced file whole for such a handle, as a rename does.
+    #[test]
+    fn a_snapshot_write_frees_the_replaced_file_and_a_plain_write_does_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("current.snap");
+        let old_len = 3 * crate::storage::reaper::STEP_BYTES;
+        let new: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+
+        std::fs::write(&path, vec![1u8; old_len as usize]).unwrap();
+        let old = std::fs::File::open(&path).unwrap();
+        write_file_durably(&path, &new).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), new);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(
+            old.metadata().unwrap().len(),
+            old_len,
+            "a rename leaves it whole"
+        );
+
+        std::fs::write(&path, vec![1u8; old_len as usize]).unwrap();
+        let old = std::fs::File::open(&path).unwrap();
+        write_snapshot_file(&path, &new).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), new);
+        assert!(!path.with_extension("tmp").exists());
+        for _ in 0..500 {
+            if old.metadata().unwrap().len() == 0 {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!(
+            "the replaced file still holds {} bytes after 5 s",
+            old.metadata().unwrap().len()
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod frame;
 pub mod keys;
+pub mod reaper;
 mod sled_engine;
 pub mod wal;
 

@@ -42,6 +42,8 @@ struct Segment {
     /// Byte offset of each record; record `i` holds index `first + i`.
     offsets: Vec<u64>,
     len_bytes: u64,
+    /// Bytes before this offset have been handed to writeback (`kick_writeback`).
+    kicked: u64,
 }
 
 impl Segment {
@@ -343,6 +345,7 @@ impl Wal {
             file: Arc::new(file),
             offsets,
             len_bytes,
+            kicked: len_bytes,
         })
     }
 
@@ -472,11 +475,22 @@ impl Wal {
             let base = seg.len_bytes;
             seg.offsets.extend(rel.iter().map(|r| base + r));
             seg.len_bytes += buf.len() as u64;
+            // Unsynced appends (the ledger's) are handed to writeback as each MiB gathers,
+            // so that they reach the disk steadily rather than all at once at the next
+            // `sync` or when the kernel's dirty pages expire (see `WRITEBACK_KICK_BYTES`).
+            let kick = (!durable && seg.len_bytes - seg.kicked >= WRITEBACK_KICK_BYTES)
+                .then(|| (seg.kicked, seg.len_bytes - seg.kicked));
+            if kick.is_some() {
+                seg.kicked = seg.len_bytes;
+            }
             inner.next = first_index + records.len() as u64;
             let seg = inner.segments.back().expect("present");
-            (seg.file.clone(), seg.path.clone())
+            (seg.file.clone(), seg.path.clone(), kick)
         };
         if !durable {
+            if let Some((offset, len)) = file.2 {
+                kick_writeback(&file.0, offset, len);
+            }
             return Ok(());
         }
         // Outside the lock, so readers (replication) are not held up by the disk.
@@ -497,7 +511,7 @@ impl Wal {
         if inner.segments.back().is_some_and(|s| s.offsets.is_empty()) {
             let empty = inner.segments.pop_back().expect("checked");
             if empty.path != path {
-                std::fs::remove_file(&empty.path).map_err(io(&empty.path))?;
+                remove_segment(empty)?;
             }
         }
         inner.segments.push_back(Segment {
@@ -506,6 +520,7 @@ impl Wal {
             file: Arc::new(file),
             offsets: Vec::new(),
             len_bytes: 0,
+            kicked: 0,
         });
         Ok(())
     }
@@ -568,7 +583,7 @@ impl Wal {
         while let Some(seg) = inner.segments.back() {
             if seg.first >= index && inner.segments.len() > 1 {
                 let seg = inner.segments.pop_back().expect("checked");
-                std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+                remove_segment(seg)?;
                 removed_files = true;
                 continue;
             }
@@ -580,6 +595,7 @@ impl Wal {
                 let cut = seg.offsets[keep];
                 seg.offsets.truncate(keep);
                 seg.len_bytes = cut;
+                seg.kicked = seg.kicked.min(cut);
                 seg.file.set_len(cut).map_err(io(&seg.path))?;
                 seg.file.sync_all().map_err(io(&seg.path))?;
             }
@@ -619,7 +635,7 @@ impl Wal {
                 break;
             }
             let seg = inner.segments.pop_front().expect("checked");
-            std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+            remove_segment(seg)?;
             removed = true;
         }
         if removed {
@@ -632,6 +648,39 @@ impl Wal {
     /// Bytes of segment files on disk.
     pub fn size_bytes(&self) -> u64 {
         self.lock().segments.iter().map(|s| s.len_bytes).sum()
+    }
+}
+
+/// Deletes a segment's file. Its blocks are freed a piece at a time by the reaper, not
+/// all at once: a purge deletes a few 16 MB segments together, and freeing them in one
+/// transaction held up the next fdatasyncs (see `storage::reaper`).
+fn remove_segment(seg: Segment) -> Result<(), StoreError> {
+    std::fs::remove_file(&seg.path).map_err(io(&seg.path))?;
+    super::reaper::free_gradually(seg.file, seg.path);
+    Ok(())
+}
+
+/// Unsynced bytes gathered before they are handed to writeback. The ledger appends ~0.6
+/// MB/s per node at 12 500 writes/s and was synced only when a snapshot was built (or
+/// when the kernel's dirty pages expired after 30 s): the disk then took 50 MB from the
+/// three nodes within 100 ms, and the log's fdatasyncs queued behind it (RocksDB's
+/// `bytes_per_sync` does the same for the same reason).
+const WRITEBACK_KICK_BYTES: u64 = 1024 * 1024;
+
+/// Starts writeback of `[offset, offset + len)` of `file` without waiting for it
+/// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Not a durability step: `sync` still
+/// fdatasyncs. A failure is only logged, as the data is still written by `sync`.
+fn kick_writeback(file: &File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: a valid open descriptor and plain integers; the call reads no memory of ours.
+    let rc = unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE)
+    };
+    if rc != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "sync_file_range failed");
     }
 }
 
