@@ -11,8 +11,9 @@
 //! How: the caller unlinks the file (or renames another over it) and hands over an open
 //! handle; the name is gone at once, and the blocks stay allocated while the handle is
 //! open. A background thread cuts the file `STEP_BYTES` at a time, `STEP_PAUSE_MS` apart,
-//! then closes it, so each transaction frees a little. A crash meanwhile leaves an orphan
-//! inode that the filesystem frees on the next mount: nothing to recover here.
+//! then closes it, so each transaction frees a little. A file that still has a name
+//! elsewhere (a hard link) is left whole. A crash meanwhile leaves an orphan inode that
+//! the filesystem frees on the next mount: nothing to recover here.
 //!
 //! Limits: at most `QUEUE_FILES` files wait; past that a file is freed at once (closed),
 //! as before this module, and that is logged.
@@ -82,10 +83,17 @@ fn start() -> Option<SyncSender<Job>> {
 }
 
 /// Cuts `file` to zero `step_bytes` at a time from the end, pausing `pause_ms` between
-/// steps. Returns the number of steps taken.
+/// steps. Returns the number of steps taken. A file that still has a name (a hard link
+/// made outside the node, say an operator's `cp -al` of the data directory) is left
+/// whole: cutting it would cut that copy too.
 pub fn shrink_in_steps(file: &File, step_bytes: u64, pause_ms: u64) -> std::io::Result<u64> {
+    use std::os::unix::fs::MetadataExt;
     assert!(step_bytes > 0, "a step frees at least a byte");
-    let mut len = file.metadata()?.len();
+    let meta = file.metadata()?;
+    if meta.nlink() > 0 {
+        return Ok(0);
+    }
+    let mut len = meta.len();
     let mut steps = 0;
     while len > 0 {
         steps += 1;
@@ -117,6 +125,19 @@ mod tests {
         assert_eq!(shrink_in_steps(&file, 1000, 0).unwrap(), 11);
         assert_eq!(file.metadata().unwrap().len(), 0);
         assert_eq!(shrink_in_steps(&file, 1000, 0).unwrap(), 0, "nothing left");
+    }
+
+    #[test]
+    fn a_file_with_a_name_left_is_not_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let copy = dir.path().join("copy");
+        std::fs::write(&path, vec![1u8; 5000]).unwrap();
+        std::fs::hard_link(&path, &copy).unwrap();
+        let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(shrink_in_steps(&file, 1000, 0).unwrap(), 0);
+        assert_eq!(std::fs::read(&copy).unwrap(), vec![1u8; 5000]);
     }
 
     #[test]
