@@ -13,10 +13,12 @@
 #
 #   scripts/bench-latency-ab.sh A_BIN B_BIN [ROUNDS=4] [RATE=4000] [DURATION_S=10]
 #
+#   LOAD_S=60 scripts/bench-latency-ab.sh ...   (builds of ~100 MB, as in bench-latency.sh 60)
+#
 # Extra environment (e.g. LAUNDRY_SNAPSHOT_LOGS) is passed to both builds' nodes.
-load_s="${LOAD_S:-10}"
 set -euo pipefail
 cd "$(dirname "$0")/.."
+load_s="${LOAD_S:-10}"
 a_bin="$(realpath "${1:?usage: bench-latency-ab.sh A_BIN B_BIN [ROUNDS] [RATE] [DURATION_S]}")"
 b_bin="$(realpath "${2:?usage: bench-latency-ab.sh A_BIN B_BIN [ROUNDS] [RATE] [DURATION_S]}")"
 rounds="${3:-4}"
