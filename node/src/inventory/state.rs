@@ -206,9 +206,11 @@ impl Inventory {
         }
     }
 
-    /// A copy of the state for a snapshot, taken while applies wait: the small tables are
-    /// copied, the idempotency table (the large one) is shared in O(1). Its `into_records`
-    /// gives exactly `records()` as of now, and can run after applies resume.
+    /// A copy of the state for a snapshot, taken while applies wait: items, locations and
+    /// reservations are cloned, the stock levels copied as one flat list with their ids
+    /// shared (`StockTable::copy`), and the idempotency table (the large one) shared in
+    /// O(1). Its `records_ref` and `into_records` give exactly `records()` as of now, and
+    /// can run after applies resume.
     pub fn copy_for_snapshot(&self) -> StateCopy {
         let items = self.items.values().cloned().map(Record::Item);
         let locations = self.locations.values().cloned().map(Record::Location);

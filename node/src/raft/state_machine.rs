@@ -1039,10 +1039,9 @@ struct Captured {
 }
 
 impl Captured {
-    /// The binary snapshot file of this copy, referring to the ledger through
-    /// `ledger_end`: the records are encoded from the copy where they lie, none cloned.
-    /// Writes the binary snapshot file of this copy to `file` as it is encoded; returns
-    /// its header, for `PacedFile::finish`.
+    /// Writes the binary snapshot file of this copy to `file` as it is encoded, referring
+    /// to the ledger through `ledger_end`; the records are encoded from the copy where
+    /// they lie, none cloned. Returns the file's header, for `PacedFile::finish`.
     fn encode_checkpoint_to(&self, file: &mut PacedFile) -> Result<snapshot::Header, String> {
         let head = snapshot::BinaryHead {
             last_applied: self.last_applied,
