@@ -218,3 +218,49 @@ fn malformed_histories_are_refused_precisely() {
         Err(HistoryError::Value { .. })
     ));
 }
+
+/// A sequential history of `n` writes on one key, each followed by a read of what it
+/// wrote, except the read after write `stale_after` (if any), which sees the value before.
+fn long_history(n: usize, stale_after: Option<usize>) -> Vec<String> {
+    let mut lines = Vec::new();
+    let mut t = 10;
+    for i in 1..=n {
+        lines.push(format!("1 invoke write k {i} {t}"));
+        lines.push(format!("1 ok write k {i} {}", t + 1));
+        let seen = if stale_after == Some(i) { i - 1 } else { i };
+        lines.push(format!("2 invoke read k null {}", t + 2));
+        lines.push(format!("2 ok read k {seen} {}", t + 3));
+        t += 10;
+    }
+    lines
+}
+
+#[test]
+fn a_key_past_the_limit_is_checked_up_to_it() {
+    use laundry_jepsen::linearizability::MAX_OPS_PER_KEY;
+    let n = MAX_OPS_PER_KEY; // 2n operations
+    let run = |stale_after| {
+        let lines = long_history(n, stale_after);
+        let refs: Vec<&str> = lines.iter().map(String::as_str).collect();
+        verdict(&refs)
+    };
+    // Valid throughout: the checked prefix proves nothing about the rest.
+    let r = run(None);
+    assert_eq!(r.valid, None, "{r:?}");
+    assert!(
+        matches!(&r.keys["k"], KeyVerdict::Unknown(why) if why.contains("are linearizable")),
+        "{r:?}"
+    );
+    // A stale read inside the prefix is caught, with that read as the culprit.
+    let r = run(Some(10));
+    assert_eq!(r.valid, Some(false), "{r:?}");
+    match &r.keys["k"] {
+        KeyVerdict::NotLinearizable { culprit, .. } => {
+            assert_eq!(culprit.op, laundry_jepsen::history::RegOp::Read(Some(9)))
+        }
+        other => panic!("{other:?}"),
+    }
+    // One past the prefix is not seen: unknown, never valid.
+    let r = run(Some(n - 1));
+    assert_eq!(r.valid, None, "{r:?}");
+}
