@@ -96,6 +96,7 @@ fn body(levels: usize) -> SnapshotBody {
     }
     SnapshotBody {
         ledger_through: None,
+        idempotency_files: None,
         last_applied: None,
         membership: Default::default(),
         records,

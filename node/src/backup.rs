@@ -170,10 +170,11 @@ pub fn verify(path: &Path, bytes: &[u8]) -> Result<(Manifest, SnapshotBody), Bac
         path: p(),
         detail: e.to_string(),
     })?;
-    if body.ledger_through.is_some() {
+    if body.refers_to_local_files() {
         return Err(BackupError::Snapshot {
             path: p(),
-            detail: "refers to a node's ledger instead of carrying it".into(),
+            detail: "refers to a node's ledger or idempotency files instead of carrying them"
+                .into(),
         });
     }
     Inventory::from_records(body.records.clone()).map_err(|e| BackupError::Snapshot {
@@ -370,6 +371,7 @@ mod tests {
     fn body() -> SnapshotBody {
         SnapshotBody {
             ledger_through: None,
+            idempotency_files: None,
             last_applied: Some(openraft::LogId::new(
                 openraft::CommittedLeaderId::new(3, 1),
                 42,

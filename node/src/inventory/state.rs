@@ -107,7 +107,9 @@ pub struct Inventory {
     clock_ms: u64,
     // Derived indexes, rebuilt on load.
     open_by_deadline: BTreeSet<(u64, String)>,
-    idempotency_by_time: BTreeSet<(u64, TableKey)>,
+    /// Persistent too: a snapshot's copy shares it, and a build finds the records made
+    /// since the last one by time range instead of scanning the whole table.
+    idempotency_by_time: imbl::OrdSet<(u64, TableKey)>,
     /// Undo records of the command being applied; empty between commands.
     journal: Vec<Undo>,
 }
@@ -137,7 +139,7 @@ impl Inventory {
             idempotency: imbl::OrdMap::new(),
             clock_ms: 0,
             open_by_deadline: BTreeSet::new(),
-            idempotency_by_time: BTreeSet::new(),
+            idempotency_by_time: imbl::OrdSet::new(),
             journal: Vec::new(),
         };
         for (id, name) in [
@@ -224,6 +226,7 @@ impl Inventory {
                 .map(Record::Reservation)
                 .collect(),
             idempotency: self.idempotency.clone(),
+            idempotency_by_time: self.idempotency_by_time.clone(),
             clock_ms: self.clock_ms,
         }
     }
@@ -344,13 +347,17 @@ impl Inventory {
         let horizon = now_ms.saturating_sub(IDEMPOTENCY_RETENTION_MS);
         let key_stale = self
             .idempotency_by_time
-            .first()
+            .get_min()
             .map(|(t, _)| *t < horizon)
             .unwrap_or(false);
         deadline_passed || key_stale
     }
     pub fn clock_ms(&self) -> u64 {
         self.clock_ms
+    }
+    /// How many idempotency records the state holds.
+    pub fn idempotency_len(&self) -> usize {
+        self.idempotency.len()
     }
 
     // ---- the one mutation ------------------------------------------------------------
@@ -1156,13 +1163,24 @@ impl Inventory {
         if open != self.open_by_deadline {
             return Err("open-reservation index out of step".into());
         }
-        let by_time: BTreeSet<(u64, TableKey)> = self
+        let by_time: imbl::OrdSet<(u64, TableKey)> = self
             .idempotency
             .iter()
             .map(|(k, r)| (r.time_ms, k.clone()))
             .collect();
         if by_time != self.idempotency_by_time {
             return Err("idempotency index out of step".into());
+        }
+        // A record's time is the clock when it was made, and the clock never goes back:
+        // a snapshot file leaves the records older than its clock in the node's files.
+        if let Some((newest, key)) = self.idempotency_by_time.get_max() {
+            if *newest > self.clock_ms {
+                return Err(format!(
+                    "idempotency record {} at {newest} ms, after the clock's {} ms",
+                    key.as_str(),
+                    self.clock_ms
+                ));
+            }
         }
         Ok(())
     }
@@ -1184,6 +1202,7 @@ pub struct StateCopy {
     stock: super::stock_table::StockCopy,
     after_stock: Vec<Record>,
     idempotency: imbl::OrdMap<TableKey, IdempotencyRecord>,
+    idempotency_by_time: imbl::OrdSet<(u64, TableKey)>,
     clock_ms: u64,
 }
 
@@ -1241,13 +1260,36 @@ impl RecordRef<'_> {
 impl StateCopy {
     /// The records by reference, in the order `Inventory::records` gives them.
     pub fn records_ref(&self) -> impl Iterator<Item = RecordRef<'_>> {
-        let idem = self
-            .idempotency
-            .iter()
-            .map(|(key, record)| RecordRef::Idempotency {
-                key: key.as_str(),
-                record,
-            });
+        self.records_ref_from(0)
+    }
+
+    /// `records_ref` without the idempotency records older than `idempotency_from_ms`
+    /// (a snapshot file leaves those in the node's idempotency files). With a bound, the
+    /// idempotency records it keeps come in time order, found through the time index
+    /// (O(kept), not O(table)); without one (0), in key order, as `records_ref`.
+    pub fn records_ref_from(
+        &self,
+        idempotency_from_ms: u64,
+    ) -> impl Iterator<Item = RecordRef<'_>> {
+        let by_key = (idempotency_from_ms == 0)
+            .then(|| {
+                self.idempotency
+                    .iter()
+                    .map(|(key, record)| (key.as_str(), record))
+            })
+            .into_iter()
+            .flatten();
+        let by_time = (idempotency_from_ms > 0)
+            .then(|| {
+                self.idempotency_by_time
+                    .range((idempotency_from_ms, TableKey::new(""))..)
+                    .map(|(_, key)| self.idempotency_entry(key))
+            })
+            .into_iter()
+            .flatten();
+        let idem = by_key
+            .chain(by_time)
+            .map(|(key, record)| RecordRef::Idempotency { key, record });
         let stock = self
             .stock
             .iter()
@@ -1263,6 +1305,50 @@ impl StateCopy {
             .chain(self.after_stock.iter().map(RecordRef::Whole))
             .chain(idem)
             .chain(std::iter::once(RecordRef::Clock(self.clock_ms)))
+    }
+
+    /// The idempotency records made at `from_ms` or later and before `before_ms`, in
+    /// time order: a range of the time index, each looked up in the table.
+    pub fn idempotency_made_between(
+        &self,
+        from_ms: u64,
+        before_ms: u64,
+    ) -> impl Iterator<Item = (&str, &IdempotencyRecord)> {
+        let (from, before) = (TableKey::new(""), TableKey::new(""));
+        self.idempotency_by_time
+            .range((from_ms, from)..(before_ms, before))
+            .map(|(_, key)| self.idempotency_entry(key))
+    }
+
+    /// The record the time index names by `key`.
+    fn idempotency_entry<'a>(&'a self, key: &'a TableKey) -> (&'a str, &'a IdempotencyRecord) {
+        let record = self
+            .idempotency
+            .get(key)
+            .expect("the time index and the table are changed together");
+        (key.as_str(), record)
+    }
+
+    /// How many idempotency records were made before `before_ms`, and the oldest of them
+    /// (`(time_ms, key)` order), in O(records at or after `before_ms`).
+    pub fn idempotency_older_than(&self, before_ms: u64) -> (u64, Option<(u64, &str)>) {
+        let newer = self
+            .idempotency_by_time
+            .range((before_ms, TableKey::new(""))..)
+            .count();
+        let count = self.idempotency.len() - newer;
+        let oldest = self
+            .idempotency_by_time
+            .get_min()
+            .filter(|(t, _)| *t < before_ms)
+            .map(|(t, key)| (*t, key.as_str()));
+        debug_assert_eq!(count == 0, oldest.is_none());
+        (count as u64, oldest)
+    }
+
+    /// The clock as of the copy: no idempotency record is newer.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock_ms
     }
 
     /// How many records `records_ref` yields.

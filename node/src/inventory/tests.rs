@@ -1038,6 +1038,81 @@ proptest! {
         }
     }
 
+    /// A node's snapshot file leaves the idempotency records older than its clock in files
+    /// of their own and names the oldest one still live (`raft::idempotency_files`). That
+    /// holds only if expiry removes records in `(time_ms, key)` order, each removed one
+    /// before every one still held or made later, and no record is newer than the clock.
+    #[test]
+    fn expired_idempotency_records_sort_before_every_live_one(
+        steps in prop::collection::vec((0usize..4, prop::bool::weighted(0.3), 0u8..40), 1..80)
+    ) {
+        let retention_ms = super::limits::IDEMPOTENCY_RETENTION_MS;
+        let advances = [0, 1, retention_ms / 2, retention_ms];
+        let held = |inv: &Inventory| -> BTreeMap<String, u64> {
+            inv.records()
+                .filter_map(|r| match r {
+                    Record::Idempotency { key, record } => Some((key, record.time_ms)),
+                    _ => None,
+                })
+                .collect()
+        };
+        let mut inv = Inventory::genesis();
+        let mut time_ms = 1_000;
+        let mut newest_removed: Option<(u64, String)> = None;
+        for (i, (advance, expire, key)) in steps.iter().enumerate() {
+            time_ms += advances[*advance];
+            let before = held(&inv);
+            let (op, idempotency) = if *expire {
+                (Op::ExpireDue, None)
+            } else {
+                let key = IdempotencyKey { key: format!("k{key:02}"), fingerprint: i as u64 };
+                (create_item(&format!("i{i}")), Some(key))
+            };
+            let ctx = ApplyCtx { revision: i as u64 + 1, time_ms, idempotency };
+            let _ = inv.apply(&Command::single(op), &ctx);
+            let after = held(&inv);
+            for (key, t) in &before {
+                if !after.contains_key(key) {
+                    newest_removed = newest_removed.max(Some((*t, key.clone())));
+                }
+            }
+            if let (Some(removed), Some(oldest)) =
+                (&newest_removed, after.iter().map(|(k, t)| (*t, k.clone())).min())
+            {
+                prop_assert!(*removed < oldest, "{:?} removed, {:?} still held", removed, oldest);
+            }
+            if let Err(e) = inv.check_invariants() { prop_assert!(false, "{}", e); }
+
+            // What a build reads through the copy's time index is what a scan finds.
+            let copy = inv.copy_for_snapshot();
+            let clock = inv.clock_ms();
+            for before in [clock.saturating_sub(1), clock, clock + 1] {
+                let older: Vec<(u64, &str)> = after
+                    .iter()
+                    .filter(|(_, t)| **t < before)
+                    .map(|(k, t)| (*t, k.as_str()))
+                    .collect();
+                prop_assert_eq!(
+                    copy.idempotency_older_than(before),
+                    (older.len() as u64, older.iter().copied().min())
+                );
+                let from = before / 2;
+                let mut between: Vec<&str> =
+                    copy.idempotency_made_between(from, before).map(|(k, _)| k).collect();
+                between.sort_unstable();
+                let mut want: Vec<&str> =
+                    older.iter().filter(|(t, _)| *t >= from).map(|(_, k)| *k).collect();
+                want.sort_unstable();
+                prop_assert_eq!(between, want);
+                let kept = copy
+                    .records_ref_from(before)
+                    .filter(|r| matches!(r, RecordRef::Idempotency { .. }))
+                    .count();
+                prop_assert_eq!(kept, after.len() - older.len());
+            }
+        }
+    }
+
     #[test]
     fn apply_is_deterministic(steps in prop::collection::vec(arb_step(), 1..40)) {
         let mut a = Inventory::genesis();

@@ -14,6 +14,7 @@
 //! - `codec`: how log entries and openraft's peer messages are serialized (JSON or binary).
 
 pub mod codec;
+pub mod idempotency_files;
 pub mod ledger;
 pub mod log_cache;
 pub mod log_store;

@@ -6,16 +6,21 @@
 //! - `LLSNAP01`: JSON of [`SnapshotBody`]. Every release reads it, so it is what leaves
 //!   the node (to a follower, into a backup) while a cluster may still run releases that
 //!   read nothing else.
-//! - `LLSNAP02`: binary, for the file a node builds for itself (its checkpoint). A head
+//! - `LLSNAP03`: binary, for the file a node builds for itself (its checkpoint). A head
 //!   (`BinaryHead`, postcard), then `u64 LE` record count and the records, then `u64 LE`
 //!   movement count and the movements, each record and movement postcard-encoded. Records
 //!   are written from borrowed state ([`RecordRef`]), so a build clones none of them.
 //!   About a quarter of the JSON's size and several times faster to write (measured:
 //!   `benches/RESULTS.md`), and a build runs on every node at once (`--snapshot-logs`).
+//!   Its head may refer to the node's idempotency files (`idempotency_files`) for the
+//!   records it does not carry.
+//! - `LLSNAP02`: the same with the head of the release before (no `idempotency_files`);
+//!   read only.
 //!
 //! The checksum covers the whole body; a snapshot that fails it, is truncated, or carries
 //! trailing bytes is refused with a precise error and never installed.
 
+use super::idempotency_files::FilesRef;
 use super::{LogId, Membership};
 use crate::inventory::{IdempotencyRecord, Movement, Record, RecordRef};
 use serde::{Deserialize, Serialize};
@@ -23,7 +28,9 @@ use serde::{Deserialize, Serialize};
 /// The JSON body's magic.
 pub const MAGIC: &[u8; 8] = b"LLSNAP01";
 /// The binary body's magic.
-pub const MAGIC_BINARY: &[u8; 8] = b"LLSNAP02";
+pub const MAGIC_BINARY: &[u8; 8] = b"LLSNAP03";
+/// The binary body of the release before, whose head has no `idempotency_files`.
+pub const MAGIC_BINARY_V2: &[u8; 8] = b"LLSNAP02";
 const HEADER_LEN: usize = 8 + 8 + 4;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -40,6 +47,19 @@ pub struct SnapshotBody {
     /// 10 000 entries and stalled writes: measured, benches/RESULTS.md.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ledger_through: Option<(u64, u32)>,
+    /// Set only in the snapshot file a node builds for itself, like `ledger_through`: the
+    /// idempotency records that `records` does not carry are in the node's own files
+    /// (`idempotency_files`). Filled in before a snapshot leaves the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_files: Option<FilesRef>,
+}
+
+impl SnapshotBody {
+    /// Whether this body refers to files of the node that wrote it (its ledger, its
+    /// idempotency records) instead of carrying them: never so on the wire or in a backup.
+    pub fn refers_to_local_files(&self) -> bool {
+        self.ledger_through.is_some() || self.idempotency_files.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -73,6 +93,15 @@ pub struct BinaryHead {
     pub last_applied: Option<LogId>,
     pub membership: Membership,
     pub ledger_through: Option<(u64, u32)>,
+    pub idempotency_files: Option<FilesRef>,
+}
+
+/// `LLSNAP02`'s head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct BinaryHeadV2 {
+    last_applied: Option<LogId>,
+    membership: Membership,
+    ledger_through: Option<(u64, u32)>,
 }
 
 /// The binary snapshot (`LLSNAP02`) of a head, the `record_count` records in `records()`
@@ -174,6 +203,7 @@ pub fn encode_binary_body(body: &SnapshotBody) -> Result<Vec<u8>, String> {
         last_applied: body.last_applied,
         membership: body.membership.clone(),
         ledger_through: body.ledger_through,
+        idempotency_files: body.idempotency_files.clone(),
     };
     encode_binary(
         &head,
@@ -238,15 +268,23 @@ impl Serialize for AllFields<'_> {
     }
 }
 
-/// The checked body of a snapshot and whether it is binary: header, length and checksum
-/// verified.
-fn checked_body(bytes: &[u8]) -> Result<(&[u8], bool), SnapshotError> {
+/// A snapshot's body format, from its magic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Format {
+    Json,
+    Binary,
+    BinaryV2,
+}
+
+/// The checked body of a snapshot and its format: header, length and checksum verified.
+fn checked_body(bytes: &[u8]) -> Result<(&[u8], Format), SnapshotError> {
     if bytes.len() < HEADER_LEN {
         return Err(SnapshotError::Short(bytes.len()));
     }
-    let binary = match &bytes[..8] {
-        m if m == MAGIC => false,
-        m if m == MAGIC_BINARY => true,
+    let format = match &bytes[..8] {
+        m if m == MAGIC => Format::Json,
+        m if m == MAGIC_BINARY => Format::Binary,
+        m if m == MAGIC_BINARY_V2 => Format::BinaryV2,
         _ => return Err(SnapshotError::BadMagic),
     };
     let len = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
@@ -265,14 +303,14 @@ fn checked_body(bytes: &[u8]) -> Result<(&[u8], bool), SnapshotError> {
             actual,
         });
     }
-    Ok((body, binary))
+    Ok((body, format))
 }
 
 pub fn decode(bytes: &[u8]) -> Result<SnapshotBody, SnapshotError> {
-    let (body, binary) = checked_body(bytes)?;
-    if binary {
+    let (body, format) = checked_body(bytes)?;
+    if format != Format::Json {
         let mut records = Vec::new();
-        let mut out = decode_binary(body, &mut |r| records.push(r))?;
+        let mut out = decode_binary(body, format, &mut |r| records.push(r))?;
         out.records = records;
         return Ok(out);
     }
@@ -288,9 +326,9 @@ pub fn decode_each(
     on_record: &mut dyn FnMut(Record),
 ) -> Result<SnapshotBody, SnapshotError> {
     use serde::de::DeserializeSeed;
-    let (body, binary) = checked_body(bytes)?;
-    if binary {
-        return decode_binary(body, on_record);
+    let (body, format) = checked_body(bytes)?;
+    if format != Format::Json {
+        return decode_binary(body, format, on_record);
     }
     let mut de = serde_json::Deserializer::from_slice(body);
     let out = BodySeed { on_record }
@@ -303,11 +341,23 @@ pub fn decode_each(
 /// Reads a checked binary body; the returned body's `records` is empty.
 fn decode_binary(
     body: &[u8],
+    format: Format,
     on_record: &mut dyn FnMut(Record),
 ) -> Result<SnapshotBody, SnapshotError> {
     let bad = |what: &str, e: String| SnapshotError::Decode(format!("binary body, {what}: {e}"));
-    let (head, mut rest) =
-        postcard::take_from_bytes::<BinaryHead>(body).map_err(|e| bad("head", e.to_string()))?;
+    let (head, mut rest) = if format == Format::BinaryV2 {
+        let (v2, rest) = postcard::take_from_bytes::<BinaryHeadV2>(body)
+            .map_err(|e| bad("head", e.to_string()))?;
+        let head = BinaryHead {
+            last_applied: v2.last_applied,
+            membership: v2.membership,
+            ledger_through: v2.ledger_through,
+            idempotency_files: None,
+        };
+        (head, rest)
+    } else {
+        postcard::take_from_bytes::<BinaryHead>(body).map_err(|e| bad("head", e.to_string()))?
+    };
     let records = take_count(&mut rest).map_err(|e| bad("record count", e))?;
     for n in 0..records {
         let (record, after) = postcard::take_from_bytes::<Record>(rest)
@@ -343,6 +393,7 @@ fn decode_binary(
         records: Vec::new(),
         movements,
         ledger_through: head.ledger_through,
+        idempotency_files: head.idempotency_files,
     })
 }
 
@@ -381,6 +432,7 @@ impl<'de> serde::de::Visitor<'de> for BodySeed<'_> {
         let mut membership = None;
         let mut movements = None;
         let mut ledger_through = None;
+        let mut idempotency_files = None;
         let mut saw_records = false;
         while let Some(key) = map.next_key::<String>()? {
             match key.as_str() {
@@ -388,6 +440,7 @@ impl<'de> serde::de::Visitor<'de> for BodySeed<'_> {
                 "membership" => membership = Some(map.next_value()?),
                 "movements" => movements = Some(map.next_value()?),
                 "ledger_through" => ledger_through = map.next_value()?,
+                "idempotency_files" => idempotency_files = map.next_value()?,
                 "records" => {
                     map.next_value_seed(RecordsSeed {
                         on_record: &mut *self.on_record,
@@ -406,6 +459,7 @@ impl<'de> serde::de::Visitor<'de> for BodySeed<'_> {
             records: Vec::new(),
             movements: movements.ok_or_else(|| A::Error::missing_field("movements"))?,
             ledger_through,
+            idempotency_files,
         })
     }
 }
@@ -416,6 +470,7 @@ const FIELDS: &[&str] = &[
     "records",
     "movements",
     "ledger_through",
+    "idempotency_files",
 ];
 
 struct RecordsSeed<'a> {
@@ -522,6 +577,7 @@ mod tests {
                 movements
             },
             ledger_through,
+            idempotency_files: None,
         }
     }
 
@@ -541,6 +597,7 @@ mod tests {
     fn sample() -> Vec<u8> {
         let body = SnapshotBody {
             ledger_through: None,
+            idempotency_files: None,
             last_applied: None,
             membership: Membership::default(),
             records: Inventory::genesis().records().collect(),
@@ -623,6 +680,55 @@ mod tests {
         out
     }
 
+    fn files_ref() -> FilesRef {
+        FilesRef {
+            start: 3,
+            end: 12,
+            before_ms: 5_002,
+            live_from: Some((4_000, "key-0".into())),
+            live_count: 3,
+        }
+    }
+
+    /// A body that refers to idempotency files reads back with that reference, in both
+    /// formats, and says it refers to local files.
+    #[test]
+    fn a_reference_to_the_idempotency_files_round_trips() {
+        let mut body = rich_body(None);
+        assert!(!body.refers_to_local_files());
+        body.idempotency_files = Some(files_ref());
+        assert!(body.refers_to_local_files());
+        assert_eq!(decode(&encode_binary_body(&body).unwrap()).unwrap(), body);
+        assert_eq!(decode(&encode(&body).unwrap()).unwrap(), body);
+    }
+
+    /// A file of the release before (`LLSNAP02`, whose head ends at `ledger_through`)
+    /// still reads, with no idempotency files named.
+    #[test]
+    fn the_previous_binary_format_still_reads() {
+        let body = rich_body(Some((4_096, 1)));
+        let current = encode_binary_body(&body).unwrap();
+        let head = BinaryHead {
+            last_applied: body.last_applied,
+            membership: body.membership.clone(),
+            ledger_through: body.ledger_through,
+            idempotency_files: None,
+        };
+        let head_len = postcard::to_stdvec(&head).unwrap().len();
+        let v2 = BinaryHeadV2 {
+            last_applied: body.last_applied,
+            membership: body.membership.clone(),
+            ledger_through: body.ledger_through,
+        };
+        let mut old = postcard::to_stdvec(&v2).unwrap();
+        old.extend_from_slice(&current[HEADER_LEN + head_len..]);
+        let old = sealed(MAGIC_BINARY_V2, &old);
+        assert_eq!(decode(&old).unwrap(), body);
+        let mut seen = Vec::new();
+        decode_each(&old, &mut |r| seen.push(r)).unwrap();
+        assert_eq!(seen, body.records);
+    }
+
     #[test]
     fn the_binary_body_round_trips_every_record_kind() {
         for through in [None, Some((4_096, 1))] {
@@ -658,6 +764,7 @@ mod tests {
             last_applied: body.last_applied,
             membership: body.membership.clone(),
             ledger_through: body.ledger_through,
+            idempotency_files: None,
         };
         let by_ref = encode_binary(&head, copy.record_count(), copy.records_ref(), &[]).unwrap();
         assert_eq!(by_ref, encode_binary_body(&body).unwrap());

@@ -20,6 +20,7 @@
 //! in the engine's `s` records at `a/applied`, is converted to a snapshot file on its first
 //! start.
 
+use super::idempotency_files::{self, FilesRef};
 use super::ledger;
 use super::snapshot::{self, SnapshotBody};
 use super::{sto_err, LogId, Membership, NodeId, Response, StorageError, TypeConfig};
@@ -178,6 +179,11 @@ struct Shared<E: Engine> {
     engine: Arc<E>,
     /// The stored ledger (its own files; see `ledger`).
     ledger: ledger::Store,
+    /// The idempotency records the snapshot file leaves out (see `idempotency_files`).
+    idempotency: idempotency_files::Store,
+    /// What the current snapshot file names of those files (`None`: it carries every
+    /// record). Changed only under `snapshot_io`, by a build or an install.
+    idempotency_ref: std::sync::Mutex<Option<FilesRef>>,
     /// Last computed state digest and the applied log id it was computed at.
     digest_cache: std::sync::Mutex<Option<(Option<LogId>, u64)>>,
     metrics: Arc<Metrics>,
@@ -231,12 +237,13 @@ impl<E: Engine> StateMachine<E> {
         })?;
         let snapshot_path = snapshot_dir.join("current.snap");
         let ledger = ledger::Store::open(&data_dir.join(ledger::DIR), engine.as_ref()).await?;
+        let idempotency = idempotency_files::Store::open(&data_dir.join(idempotency_files::DIR))?;
         if engine.get(INSTALLING)?.is_some() {
             tracing::warn!("finishing a snapshot install interrupted by a crash");
             let body = read_snapshot(&snapshot_path)?.ok_or_else(|| {
                 StoreError::Engine("install marker set but no snapshot file".into())
             })?;
-            if body.ledger_through.is_some() {
+            if body.refers_to_local_files() {
                 // An install writes the received (whole) snapshot before it starts.
                 return Err(StoreError::Corrupt {
                     key: "snapshot/current.snap".into(),
@@ -252,6 +259,7 @@ impl<E: Engine> StateMachine<E> {
             None => None,
         };
         let mut startup_snapshot = None;
+        let mut idempotency_ref = None;
         let loaded = if checkpoint.is_none() && engine.get(keys::APPLIED)?.is_some() {
             // An earlier release's directory (its snapshot file, if any, is older).
             let loaded = Loaded::from_engine_records(engine.as_ref(), ledger.last())?;
@@ -275,7 +283,7 @@ impl<E: Engine> StateMachine<E> {
                     })
                 }
                 (at, Some(bytes)) => {
-                    let file = Loaded::from_snapshot_file(&bytes)?;
+                    let file = Loaded::from_snapshot_file(&bytes, &idempotency)?;
                     drop(bytes);
                     let last_applied = file.body.last_applied;
                     if at.is_some_and(|at| last_applied < at) {
@@ -294,10 +302,14 @@ impl<E: Engine> StateMachine<E> {
                         adopt_snapshot_file(engine.as_ref(), &ledger, &file.body).await?;
                     }
                     startup_snapshot = Some(snapshot_meta(&file.body));
+                    idempotency_ref = file.body.idempotency_files.clone();
                     file.loaded
                 }
             }
         };
+        // Chunks past what the snapshot names: a build a crash cut short, or a replaced
+        // state's. Cut before the next build appends.
+        idempotency.keep_only(idempotency_ref.as_ref())?;
         let ledger_stored = ledger.last();
         if ledger_stored < loaded.ledger_end {
             return Err(StoreError::Corrupt {
@@ -321,6 +333,8 @@ impl<E: Engine> StateMachine<E> {
             shared: Arc::new(Shared {
                 engine,
                 ledger,
+                idempotency,
+                idempotency_ref: std::sync::Mutex::new(idempotency_ref),
                 digest_cache: std::sync::Mutex::new(None),
                 metrics,
                 state,
@@ -368,9 +382,11 @@ impl<E: Engine> StateMachine<E> {
         &self.shared.engine
     }
 
-    /// Bytes on disk of the engine and the ledger's files.
+    /// Bytes on disk of the engine, the ledger's files and the idempotency files.
     pub fn size_on_disk(&self) -> u64 {
-        self.shared.engine.size_on_disk() + self.shared.ledger.size_bytes()
+        self.shared.engine.size_on_disk()
+            + self.shared.ledger.size_bytes()
+            + self.shared.idempotency.size_bytes()
     }
 
     /// Movements with `(revision, seq) >= from`, matching the filters, oldest first.
@@ -502,6 +518,37 @@ impl<E: Engine> StateMachine<E> {
         Ok(())
     }
 
+    /// Replaces a body's `idempotency_files` with the records it refers to, merged with
+    /// the ones the file carries in `Inventory::records` order (idempotency records by key,
+    /// then the clock), so a body sent from the file is the one a body from memory would
+    /// be. The caller holds `snapshot_io`.
+    fn fill_idempotency(&self, body: &mut SnapshotBody) -> Result<(), StoreError> {
+        let Some(files) = body.idempotency_files.take() else {
+            return Ok(());
+        };
+        let start = body
+            .records
+            .iter()
+            .position(|r| matches!(r, Record::Idempotency { .. } | Record::Clock(_)))
+            .unwrap_or(body.records.len());
+        let (mut idempotency, after): (Vec<Record>, Vec<Record>) = body
+            .records
+            .split_off(start)
+            .into_iter()
+            .partition(|r| matches!(r, Record::Idempotency { .. }));
+        idempotency.reserve(files.live_count as usize);
+        self.shared.idempotency.load(&files, &mut |key, record| {
+            idempotency.push(Record::Idempotency { key, record })
+        })?;
+        idempotency.sort_unstable_by(|a, b| match (a, b) {
+            (Record::Idempotency { key: a, .. }, Record::Idempotency { key: b, .. }) => a.cmp(b),
+            _ => std::cmp::Ordering::Equal,
+        });
+        body.records.extend(idempotency);
+        body.records.extend(after);
+        Ok(())
+    }
+
     fn record_snapshot(&self, event: SnapshotEvent, started: std::time::Instant) {
         let labels = SnapshotLabels { event };
         self.shared.metrics.snapshots.get_or_create(&labels).inc();
@@ -571,14 +618,36 @@ struct LoadedFile {
 impl Loaded {
     /// Decodes the snapshot file record by record into the maps (no list of every record
     /// in memory next to them), then checks the state's invariants.
-    fn from_snapshot_file(bytes: &[u8]) -> Result<LoadedFile, StoreError> {
+    /// The idempotency records it leaves to the node's files are read from `idempotency`.
+    fn from_snapshot_file(
+        bytes: &[u8],
+        idempotency: &idempotency_files::Store,
+    ) -> Result<LoadedFile, StoreError> {
         let corrupt = |reason: String| StoreError::Corrupt {
             key: "snapshot/current.snap".into(),
             reason,
         };
         let mut inventory = Inventory::genesis();
-        let body = snapshot::decode_each(bytes, &mut |r| inventory.load_record(r))
-            .map_err(|e| corrupt(e.to_string()))?;
+        let mut records: u64 = 0;
+        let body = snapshot::decode_each(bytes, &mut |r| {
+            records += u64::from(matches!(r, Record::Idempotency { .. }));
+            inventory.load_record(r)
+        })
+        .map_err(|e| corrupt(e.to_string()))?;
+        if let Some(files) = &body.idempotency_files {
+            idempotency.load(files, &mut |key, record| {
+                inventory.load_record(Record::Idempotency { key, record })
+            })?;
+            records += files.live_count;
+        }
+        // A key both in the file and in the files, or twice in the files, would load as
+        // one record: counted, so that is reported rather than a record silently lost.
+        if inventory.idempotency_len() as u64 != records {
+            return Err(corrupt(format!(
+                "{records} idempotency records read, {} distinct keys",
+                inventory.idempotency_len()
+            )));
+        }
         inventory.check_invariants().map_err(corrupt)?;
         let ledger_end = match body.ledger_through {
             Some(end) => Some(end),
@@ -640,7 +709,7 @@ async fn adopt_snapshot_file<E: Engine>(
     body: &SnapshotBody,
 ) -> Result<(), StoreError> {
     tracing::warn!(last_applied = ?body.last_applied, "the snapshot file is newer than the checkpoint: a crash cut a build or install short; adopting it");
-    if body.ledger_through.is_none() {
+    if !body.refers_to_local_files() {
         return rewrite_state(engine, ledger, body).await;
     }
     set_checkpoint(engine, body.last_applied).await
@@ -672,6 +741,7 @@ async fn convert_to_checkpoint<E: Engine + ?Sized>(
         records: loaded.inventory.records().collect(),
         movements: Vec::new(),
         ledger_through: loaded.ledger_end,
+        idempotency_files: None,
     };
     let bytes = snapshot::encode_binary_body(&body).map_err(StoreError::Encode)?;
     write_file_durably(snapshot_path, &bytes)?;
@@ -985,11 +1055,13 @@ pub(crate) async fn rewrite_state<E: Engine>(
     ledger: &ledger::Store,
     body: &SnapshotBody,
 ) -> Result<(), StoreError> {
-    if body.ledger_through.is_some() {
+    if body.refers_to_local_files() {
         // Callers check this; a hand-made archive must still not panic a restore.
         return Err(StoreError::Corrupt {
             key: "snapshot".into(),
-            reason: "refers to a ledger instead of carrying it; nothing written".into(),
+            reason: "refers to a node's ledger or idempotency files instead of carrying \
+                     them; nothing written"
+                .into(),
         });
     }
     let mut marker = Batch::default();
@@ -1040,19 +1112,30 @@ struct Captured {
 
 impl Captured {
     /// Writes the binary snapshot file of this copy to `file` as it is encoded, referring
-    /// to the ledger through `ledger_end`; the records are encoded from the copy where
+    /// to the ledger through `ledger_end` and to the idempotency records older than
+    /// `files.before_ms` through `files`; the records are encoded from the copy where
     /// they lie, none cloned. Returns the file's header, for `PacedFile::finish`.
-    fn encode_checkpoint_to(&self, file: &mut PacedFile) -> Result<snapshot::Header, String> {
+    fn encode_checkpoint_to(
+        &self,
+        file: &mut PacedFile,
+        files: &FilesRef,
+    ) -> Result<snapshot::Header, String> {
         let head = snapshot::BinaryHead {
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             ledger_through: self.ledger_end,
+            idempotency_files: Some(files.clone()),
         };
+        let count = self
+            .state
+            .record_count()
+            .checked_sub(files.live_count)
+            .ok_or("the idempotency files name more records than the state holds")?;
         snapshot::encode_binary_to(
             file,
             &head,
-            self.state.record_count(),
-            self.state.records_ref(),
+            count,
+            self.state.records_ref_from(files.before_ms),
             &[],
         )
     }
@@ -1069,6 +1152,7 @@ impl Captured {
             records: self.state.into_records().collect(),
             movements: Vec::new(),
             ledger_through: self.ledger_end,
+            idempotency_files: None,
         }
     }
 }
@@ -1097,15 +1181,42 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                 .snapshot_write_mb_per_s
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
+        let current = self
+            .shared
+            .idempotency_ref
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let shared = self.shared.clone();
         let (done, built) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
             .name("snapshot-build".into())
             .spawn(move || {
                 lower_thread_priority();
                 let result = (|| {
+                    // The idempotency records made since the last build go to their own
+                    // files first (synced), at the file's pace; the snapshot file then
+                    // names them rather than rewriting the whole table.
+                    let size_before = shared.idempotency.size_bytes();
+                    let state = &captured.state;
+                    let before_ms = state.clock_ms();
+                    let (count, oldest) = state.idempotency_older_than(before_ms);
+                    let older = idempotency_files::Older {
+                        before_ms,
+                        count,
+                        oldest,
+                    };
+                    let from_ms = idempotency_files::appended_from_ms(current.as_ref());
+                    let new = state.idempotency_made_between(from_ms, before_ms);
+                    let files =
+                        shared
+                            .idempotency
+                            .append_before(current.as_ref(), new, older, pace)?;
+                    let appended_bytes =
+                        shared.idempotency.size_bytes().saturating_sub(size_before);
                     let mut file = PacedFile::create(&path, pace)?.free_replaced_gradually();
                     let header = captured
-                        .encode_checkpoint_to(&mut file)
+                        .encode_checkpoint_to(&mut file, &files)
                         .map_err(StoreError::Encode)?;
                     let file_bytes = file.finish(Some(&header))?;
                     // Only the meta goes back: the copy (its share of the idempotency
@@ -1113,26 +1224,40 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                     // a runtime worker.
                     let meta = captured.meta();
                     drop(captured);
-                    Ok::<_, StoreError>((meta, file_bytes, thread_cpu_ms()))
+                    Ok::<_, StoreError>((meta, files, file_bytes, appended_bytes, thread_cpu_ms()))
                 })();
                 let _ = done.send(result);
             })
             .map_err(write_err)?;
-        let (meta, file_bytes, build_cpu_ms) = built
+        let (meta, files, file_bytes, idempotency_bytes, build_cpu_ms) = built
             .await
             .map_err(|_| write_err("the snapshot-build thread ended without a result (panicked)"))?
             .map_err(write_err)?;
         let written_ms = started.elapsed().as_millis() as u64;
+        // The new file is in place: what it names is what the next build must keep (a
+        // start adopts it even if the checkpoint below fails).
+        *self
+            .shared
+            .idempotency_ref
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(files.clone());
 
         // The file is now the checkpoint a start loads; durable before openraft may purge
         // the log behind it.
         set_checkpoint(self.shared.engine.as_ref(), meta.last_log_id)
             .await
             .map_err(write_err)?;
+        // Chunks only the replaced file needed go once the new one is the checkpoint.
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || shared.idempotency.drop_dead(&files))
+            .await
+            .map_err(write_err)?
+            .map_err(write_err)?;
         self.record_snapshot(SnapshotEvent::Built, started);
         tracing::info!(
             last_applied = ?meta.last_log_id,
             bytes = file_bytes,
+            idempotency_appended_bytes = idempotency_bytes,
             copied_ms,
             flushed_ms,
             written_ms,
@@ -1280,11 +1405,12 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         let sig = Some(meta.signature());
         let mut body = snapshot::decode(&bytes)
             .map_err(|e| sto_err(ErrorSubject::Snapshot(sig.clone()), ErrorVerb::Read, e))?;
-        if body.ledger_through.is_some() {
+        if body.refers_to_local_files() {
             return Err(sto_err(
                 ErrorSubject::Snapshot(sig),
                 ErrorVerb::Read,
-                "a snapshot from a peer must carry its ledger, not refer to one",
+                "a snapshot from a peer must carry its ledger and idempotency records, not \
+                 refer to a node's files",
             ));
         }
         if body.last_applied != meta.last_log_id {
@@ -1313,6 +1439,13 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
             rewrite_state(self.shared.engine.as_ref(), &self.shared.ledger, &body)
                 .await
                 .map_err(write_err)?;
+            // The received file carries every record; the files' chunks are the replaced
+            // state's, cut by the next build (or start).
+            *self
+                .shared
+                .idempotency_ref
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
             let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
             st.inventory = inventory;
             st.last_applied = body.last_applied;
@@ -1360,8 +1493,9 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
         // Leaving the node (to a follower): carry the ledger itself, as the JSON every
         // release reads. A file this node built is binary even when it refers to no ledger
         // (nothing had moved yet), so the format is checked too, not only the reference.
-        if body.ledger_through.is_some() || !bytes.starts_with(snapshot::MAGIC) {
+        if body.refers_to_local_files() || !bytes.starts_with(snapshot::MAGIC) {
             self.fill_ledger(&mut body).map_err(read_err)?;
+            self.fill_idempotency(&mut body).map_err(read_err)?;
             bytes = snapshot::encode(&body).map_err(read_err)?;
         }
         Ok(Some(Snapshot {
@@ -1758,6 +1892,100 @@ mod tests {
         );
     }
 
+    /// Keyed writes' idempotency records leave the snapshot file for the node's own files:
+    /// each build appends only those made since the last one (those at the clock stay in
+    /// the file), a restart loads them back, the snapshot sent carries them all in the
+    /// order a body from memory has, and files that lost records are refused at start.
+    #[tokio::test]
+    async fn idempotency_records_go_to_their_files_once_and_come_back_whole() {
+        use crate::inventory::{IdempotencyKey, Op};
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = fresh(&dir).await;
+        let keyed = |n: u64, time_ms: u64| {
+            let mut request = single(
+                Op::CreateItem {
+                    id: format!("i{n}"),
+                    name: "x".into(),
+                    unit: "each".into(),
+                    attributes: Default::default(),
+                    low_stock_threshold: 0,
+                },
+                time_ms,
+            );
+            request.idempotency = Some(IdempotencyKey {
+                key: format!("k{n}"),
+                fingerprint: n,
+            });
+            entry(n, request)
+        };
+        let idempotency_keys = |body: &SnapshotBody| -> Vec<String> {
+            body.records
+                .iter()
+                .filter_map(|r| match r {
+                    Record::Idempotency { key, .. } => Some(key.clone()),
+                    _ => None,
+                })
+                .collect()
+        };
+        let build = |sm: &StateMachine<SledEngine>| {
+            let mut sm = sm.clone();
+            async move {
+                sm.get_snapshot_builder()
+                    .await
+                    .build_snapshot()
+                    .await
+                    .unwrap();
+                snapshot::decode(&std::fs::read(sm.snapshot_path()).unwrap()).unwrap()
+            }
+        };
+
+        sm.apply([keyed(1, 10), keyed(2, 20)]).await.unwrap();
+        let first = build(&sm).await;
+        assert_eq!(idempotency_keys(&first), ["k2"], "k2 is at the clock");
+        let files = first.idempotency_files.clone().unwrap();
+        assert_eq!((files.before_ms, files.live_count), (20, 1));
+        let size_first = sm.shared.idempotency.size_bytes();
+        assert!(size_first > 0);
+
+        sm.apply([keyed(3, 30)]).await.unwrap();
+        let second = build(&sm).await;
+        assert_eq!(idempotency_keys(&second), ["k3"]);
+        let files = second.idempotency_files.clone().unwrap();
+        assert_eq!((files.before_ms, files.live_count), (30, 2));
+        let mut in_files = Vec::new();
+        sm.shared
+            .idempotency
+            .load(&files, &mut |key, _| in_files.push(key))
+            .unwrap();
+        in_files.sort();
+        assert_eq!(in_files, ["k1", "k2"]);
+        let appended = sm.shared.idempotency.size_bytes() - size_first;
+        assert!(
+            appended < size_first * 2,
+            "only k2 was appended: {appended} bytes after {size_first}"
+        );
+
+        let whole = sm.snapshot_body().await.unwrap();
+        assert_eq!(idempotency_keys(&whole), ["k1", "k2", "k3"]);
+        let sent = sm.get_current_snapshot().await.unwrap().unwrap();
+        let sent = snapshot::decode(&sent.snapshot.into_inner()).unwrap();
+        assert_eq!(
+            sent, whole,
+            "the sent snapshot is the state, records in order"
+        );
+        let digest = sm.digest();
+        drop(sm);
+
+        let sm = fresh(&dir).await;
+        assert_eq!(sm.digest(), digest, "a start loads the records back");
+        assert_eq!(sm.read().inventory.idempotency_len(), 3);
+        drop(sm);
+
+        let engine = Arc::new(SledEngine::open(&dir.path().join("db")).unwrap());
+        std::fs::remove_dir_all(dir.path().join(idempotency_files::DIR)).unwrap();
+        refused_open(engine, dir.path(), "holds 0 live idempotency records").await;
+    }
+
     /// Opens the state machine in `dir`, which must be refused as corrupt for a reason
     /// that mentions `why`.
     async fn refused_open(engine: Arc<SledEngine>, dir: &Path, why: &str) {
@@ -1980,8 +2208,9 @@ mod tests {
         assert_eq!(sm.ops_since_snapshot(), 0);
     }
 
-    /// A body that refers to a ledger cannot be installed or restored: refused before
-    /// anything is written (a hand-made archive must not panic a restore).
+    /// A body that refers to a ledger or to idempotency files cannot be installed or
+    /// restored: refused before anything is written (a hand-made archive must not panic a
+    /// restore).
     #[tokio::test]
     async fn a_rewrite_from_a_body_without_its_ledger_is_refused_and_writes_nothing() {
         let dir = tempfile::tempdir().unwrap();
@@ -1995,11 +2224,25 @@ mod tests {
             records: vec![],
             movements: vec![],
             ledger_through: Some((1024, 0)),
+            idempotency_files: None,
         };
-        let err = rewrite_state(&engine, &files, &body).await.unwrap_err();
-        assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
-        assert!(engine.get(INSTALLING).unwrap().is_none());
-        assert!(engine.get(keys::CHECKPOINT).unwrap().is_none());
+        let without_records = SnapshotBody {
+            ledger_through: None,
+            idempotency_files: Some(FilesRef {
+                start: 0,
+                end: 1,
+                before_ms: 10,
+                live_from: None,
+                live_count: 0,
+            }),
+            ..body.clone()
+        };
+        for body in [body, without_records] {
+            let err = rewrite_state(&engine, &files, &body).await.unwrap_err();
+            assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+            assert!(engine.get(INSTALLING).unwrap().is_none());
+            assert!(engine.get(keys::CHECKPOINT).unwrap().is_none());
+        }
     }
 
     /// A replayed key's outcome carries the movements of its first application, read back
