@@ -1163,12 +1163,16 @@ impl Inventory {
         if open != self.open_by_deadline {
             return Err("open-reservation index out of step".into());
         }
-        let by_time: imbl::OrdSet<(u64, TableKey)> = self
+        // A std set to compare with: building another persistent one of millions of
+        // records doubled the time a start spends on them (perf).
+        let by_time: BTreeSet<(u64, TableKey)> = self
             .idempotency
             .iter()
             .map(|(k, r)| (r.time_ms, k.clone()))
             .collect();
-        if by_time != self.idempotency_by_time {
+        if by_time.len() != self.idempotency_by_time.len()
+            || !by_time.iter().eq(self.idempotency_by_time.iter())
+        {
             return Err("idempotency index out of step".into());
         }
         // A record's time is the clock when it was made, and the clock never goes back:
