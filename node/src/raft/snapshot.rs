@@ -104,7 +104,7 @@ struct BinaryHeadV2 {
     ledger_through: Option<(u64, u32)>,
 }
 
-/// The binary snapshot (`LLSNAP02`) of a head, the `record_count` records in `records()`
+/// The binary snapshot (`LLSNAP03`) of a head, the `record_count` records in `records()`
 /// order and the movements, in memory.
 pub fn encode_binary<'a>(
     head: &BinaryHead,

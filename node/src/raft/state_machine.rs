@@ -536,7 +536,7 @@ impl<E: Engine> StateMachine<E> {
             .split_off(start)
             .into_iter()
             .partition(|r| matches!(r, Record::Idempotency { .. }));
-        idempotency.reserve(files.live_count as usize);
+        // No `reserve(live_count)`: the count is read from disk, and `load` checks it.
         self.shared.idempotency.load(&files, &mut |key, record| {
             idempotency.push(Record::Idempotency { key, record })
         })?;
