@@ -119,8 +119,8 @@ pub struct Store {
     newest_ms: Mutex<VecDeque<(u64, u64)>>,
 }
 
-fn encode_chunk(chunk: &[(&str, &IdempotencyRecord)]) -> Result<Vec<u8>, StoreError> {
-    let newest = chunk.iter().map(|(_, r)| r.time_ms).max().unwrap_or(0);
+/// A chunk of `chunk`'s records, whose newest record time is `newest`.
+fn encode_chunk(chunk: &[(&str, &IdempotencyRecord)], newest: u64) -> Result<Vec<u8>, StoreError> {
     let mut out = Vec::with_capacity(PREFIX_BYTES + chunk.len() * 64);
     out.push(FORMAT);
     out.extend_from_slice(&newest.to_le_bytes());
@@ -310,9 +310,9 @@ impl Store {
     }
 
     fn append_chunk(&self, chunk: &[(&str, &IdempotencyRecord)]) -> Result<u64, StoreError> {
-        let payload = encode_chunk(chunk)?;
-        let bytes = payload.len() as u64;
         let newest = chunk.iter().map(|(_, r)| r.time_ms).max().unwrap_or(0);
+        let payload = encode_chunk(chunk, newest)?;
+        let bytes = payload.len() as u64;
         let index = self.wal.next_index();
         self.wal.append_unsynced(&[(index, payload)])?;
         self.chunks().push_back((index, newest));

@@ -549,6 +549,15 @@ impl<E: Engine> StateMachine<E> {
         Ok(())
     }
 
+    /// What the current snapshot file names of the idempotency files. The caller holds
+    /// `snapshot_io`, under which alone it changes.
+    fn idempotency_ref(&self) -> std::sync::MutexGuard<'_, Option<FilesRef>> {
+        self.shared
+            .idempotency_ref
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     fn record_snapshot(&self, event: SnapshotEvent, started: std::time::Instant) {
         let labels = SnapshotLabels { event };
         self.shared.metrics.snapshots.get_or_create(&labels).inc();
@@ -1181,12 +1190,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                 .snapshot_write_mb_per_s
                 .load(std::sync::atomic::Ordering::Relaxed),
         );
-        let current = self
-            .shared
-            .idempotency_ref
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let current = self.idempotency_ref().clone();
         let shared = self.shared.clone();
         let (done, built) = tokio::sync::oneshot::channel();
         std::thread::Builder::new()
@@ -1236,11 +1240,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         let written_ms = started.elapsed().as_millis() as u64;
         // The new file is in place: what it names is what the next build must keep (a
         // start adopts it even if the checkpoint below fails).
-        *self
-            .shared
-            .idempotency_ref
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(files.clone());
+        *self.idempotency_ref() = Some(files.clone());
 
         // The file is now the checkpoint a start loads; durable before openraft may purge
         // the log behind it.
@@ -1441,11 +1441,7 @@ impl<E: Engine> RaftStateMachine<TypeConfig> for StateMachine<E> {
                 .map_err(write_err)?;
             // The received file carries every record; the files' chunks are the replaced
             // state's, cut by the next build (or start).
-            *self
-                .shared
-                .idempotency_ref
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = None;
+            *self.idempotency_ref() = None;
             let mut st = self.shared.state.write().unwrap_or_else(|p| p.into_inner());
             st.inventory = inventory;
             st.last_applied = body.last_applied;
