@@ -5,6 +5,7 @@ pub mod admin;
 pub mod backup;
 pub mod config;
 pub mod inventory;
+pub mod memory;
 pub mod metrics;
 pub mod node;
 pub mod raft;

@@ -6,10 +6,11 @@
 //! node's heap (benches/RESULTS.md, "A million stock levels"). Nested maps keyed by interned
 //! ids cost a fraction of that and are looked up by `&str` without allocating.
 //!
-//! A snapshot takes a `copy`: one flat list of `(item, location, level)` with the ids
-//! shared, 56 bytes a level, instead of a record per level with two owned `String`s. At a
-//! million levels those records held apply for ~200 ms under the state lock and took
-//! ~380 MB more for the length of each build (benches/RESULTS.md, eleventh session).
+//! A snapshot takes a `copy`: flat arrays of balances, 28 bytes a level, with each item
+//! and location id shared once, instead of a record per level with two owned `String`s.
+//! At a million levels those records held apply for ~200 ms under the state lock and took
+//! ~380 MB more for the length of each build (benches/RESULTS.md, eleventh session); a
+//! shared pair of ids per level (56 bytes) was still most of a build's peak (fourteenth).
 //! Tried and not kept: persistent maps (`imbl`, shared in O(1)) cost 27–256 MB more all
 //! the time at a million levels (a map node per item); a clone of the nested maps costs
 //! a whole leaf node per item when items have one location each.
@@ -18,7 +19,8 @@
 //! holding the same levels are equal however they got there (rollback included).
 
 use super::model::StockLevel;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 type Levels = BTreeMap<Arc<str>, BTreeMap<Arc<str>, StockLevel>>;
@@ -101,23 +103,73 @@ impl StockTable {
         self.levels.is_empty()
     }
 
-    /// The levels as they are now, in (item, location) order, the ids shared (a
-    /// reference count each).
+    /// The levels as they are now, in (item, location) order: each item id shared once,
+    /// each location id once per distinct location, and per level only its balance and a
+    /// location number (28 bytes a level, where a shared pair of ids beside each level
+    /// took 56: at a million levels the build's copy was most of its peak, and the
+    /// reference counts took most of the time the state lock was held).
     pub fn copy(&self) -> StockCopy {
-        let mut levels = Vec::with_capacity(self.len());
+        let count = self.len();
+        // A limit, not an expectation: the copy numbers levels and locations in u32.
+        assert!(
+            count < u32::MAX as usize,
+            "{count} stock levels do not fit a snapshot copy"
+        );
+        let mut copy = StockCopy {
+            items: Vec::with_capacity(self.levels.len()),
+            locations: Vec::new(),
+            level_locations: Vec::with_capacity(count),
+            levels: Vec::with_capacity(count),
+        };
+        // Interned ids make one pointer per location; a location that is not interned
+        // only costs a second entry of the same name, never a wrong one.
+        let mut numbers: HashMap<*const u8, u32, BuildHasherDefault<PointerHasher>> =
+            HashMap::default();
         for (item, by_location) in &self.levels {
             for (location, level) in by_location {
-                levels.push((item.clone(), location.clone(), *level));
+                let number = *numbers.entry(location.as_ptr()).or_insert_with(|| {
+                    copy.locations.push(location.clone());
+                    (copy.locations.len() - 1) as u32
+                });
+                copy.level_locations.push(number);
+                copy.levels.push(*level);
             }
+            copy.items.push((item.clone(), copy.levels.len() as u32));
         }
-        StockCopy { levels }
+        debug_assert_eq!(copy.levels.len(), count);
+        copy
+    }
+}
+
+/// Hashes a pointer by one multiplication (Fibonacci hashing): the copy looks a location
+/// up once per level, and SipHash's flood resistance buys nothing for our own pointers.
+#[derive(Default)]
+struct PointerHasher(u64);
+
+impl Hasher for PointerHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
 /// A read-only copy of the levels for a snapshot, taken by [`StockTable::copy`].
 #[derive(Debug, Clone)]
 pub struct StockCopy {
-    levels: Vec<(Arc<str>, Arc<str>, StockLevel)>,
+    /// Each item with the end (exclusive) of its run in `levels`, in item order.
+    items: Vec<(Arc<str>, u32)>,
+    /// The distinct locations, numbered by their place here.
+    locations: Vec<Arc<str>>,
+    /// Per level, its location's number; beside `levels`, index for index.
+    level_locations: Vec<u32>,
+    levels: Vec<StockLevel>,
 }
 
 impl StockCopy {
@@ -131,9 +183,15 @@ impl StockCopy {
 
     /// Every level, in (item, location) order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str, StockLevel)> + '_ {
-        self.levels
-            .iter()
-            .map(|(item, location, level)| (&**item, &**location, *level))
+        let mut start = 0;
+        self.items.iter().flat_map(move |(item, end)| {
+            let run = start..*end as usize;
+            start = *end as usize;
+            run.map(move |i| {
+                let location = &self.locations[self.level_locations[i] as usize];
+                (&**item, &**location, self.levels[i])
+            })
+        })
     }
 }
 
@@ -222,5 +280,30 @@ mod tests {
         assert_eq!(copied, before);
         assert_eq!(t.get("sku-000", "w1"), Some(level(-1)));
         assert_eq!(t.len(), 300);
+    }
+
+    proptest::proptest! {
+        /// A copy walks exactly the levels the table does, in the same order, whatever
+        /// mix of items, locations and removals made them (items with no location in
+        /// common, locations first met late, emptied items).
+        #[test]
+        fn a_copy_iterates_as_the_table_does(
+            ops in proptest::collection::vec((0u8..40, 0u8..12, -3i64..50, proptest::bool::ANY), 0..300)
+        ) {
+            let mut t = StockTable::default();
+            for (item, location, on_hand, remove) in ops {
+                let (item, location) = (format!("i{item}"), format!("l{location}"));
+                if remove {
+                    t.remove(&item, &location);
+                } else {
+                    t.insert(&item, &location, level(on_hand));
+                }
+            }
+            let copy = t.copy();
+            proptest::prop_assert_eq!(copy.len(), t.len());
+            let copied: Vec<_> = copy.iter().collect();
+            let table: Vec<_> = t.iter().collect();
+            proptest::prop_assert_eq!(copied, table);
+        }
     }
 }

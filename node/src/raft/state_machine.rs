@@ -1228,6 +1228,9 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
                     // a runtime worker.
                     let meta = captured.meta();
                     drop(captured);
+                    // And its pages go back to the OS now, not on jemalloc's timer, so a
+                    // build that follows soon does not stack on them.
+                    crate::memory::return_freed_pages();
                     Ok::<_, StoreError>((meta, files, file_bytes, appended_bytes, thread_cpu_ms()))
                 })();
                 let _ = done.send(result);
