@@ -111,6 +111,7 @@ impl LogStore {
             engine.delete_range(keys::LOG_START, b"n")?;
         }
         let (wal, recovery) = Wal::open(&dir, SEGMENT_BYTES, meta.purged.map(|l| l.index))?;
+        let wal = wal.with_spare_segments()?;
         tracing::info!(
             segments = recovery.segments,
             records = recovery.records,

@@ -10,6 +10,7 @@ pub mod frame;
 pub mod keys;
 pub mod reaper;
 mod sled_engine;
+pub mod spare_segment;
 pub mod wal;
 
 pub use sled_engine::SledEngine;

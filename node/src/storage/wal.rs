@@ -4,13 +4,19 @@
 //! every flush and cost the leader most of its CPU in context switches (benches/RESULTS.md).
 //!
 //! Layout: `<first index, 20 digits>.wal` segment files; a segment holds consecutive
-//! indexes and a new one is started once the active one passes `segment_bytes`. A record is
+//! indexes and a new one is started once the active one passes `segment_bytes`. The Raft
+//! log's next segment is zero-filled ahead (`spare_segment`), so the last segment may end
+//! in zeros past its records; a segment that stops being the last is cut to its records
+//! first. A record is
 //! `[payload length: u32][index: u64][crc32 of payload: u32][crc32 of the first 16 header
 //! bytes: u32][payload]`, little-endian. The header has its own checksum so that a flipped
 //! bit in a length is caught as such, never taken for a record running past the end.
 //!
 //! Crash rules, checked on open by reading every segment:
 //! - a record is valid when complete, its checksum matches and its index is the next one;
+//! - in the *last* segment, an end that is all zeros from where a record should start was
+//!   never written (a zero-filled tail, or a batch none of whose sectors reached the
+//!   disk): kept, to be overwritten, with no warning;
 //! - an invalid record in the *last* segment is a torn write (a batch whose fsync never
 //!   completed, so never acknowledged) when it is cut short by the end of the file, or when
 //!   the part that fails its checksum holds a sector that was never written (all zeros):
@@ -21,6 +27,7 @@
 //! What is purged is decided by the caller (who stores the purged log id durably): whole
 //! segments at or below it are deleted, the rest of the first segment is hidden.
 
+use super::spare_segment::SpareSegment;
 use super::StoreError;
 use std::collections::VecDeque;
 use std::fs::File;
@@ -44,6 +51,8 @@ struct Segment {
     len_bytes: u64,
     /// Bytes before this offset have been handed to writeback (`kick_writeback`).
     kicked: u64,
+    /// Whether a spare segment was asked for while this one filled (`spare_segment`).
+    spare_asked: bool,
 }
 
 impl Segment {
@@ -77,6 +86,9 @@ pub struct Wal {
     dir: PathBuf,
     segment_bytes: u64,
     inner: Mutex<Inner>,
+    /// The next segment, zero-filled ahead (`with_spare_segments`); `None` for logs whose
+    /// appends are not synced one by one (the ledger, the idempotency files).
+    spare: Option<Arc<SpareSegment>>,
 }
 
 fn io(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
@@ -270,6 +282,7 @@ impl Wal {
                 first_live: 0,
                 next: 0,
             }),
+            spare: None,
         };
         {
             let mut inner = wal.lock();
@@ -285,6 +298,14 @@ impl Wal {
             wal.purge_to(purged)?;
         }
         Ok((wal, recovery))
+    }
+
+    /// Has each next segment zero-filled ahead of need (`storage::spare_segment`), so the
+    /// fdatasync of an append overwrites allocated bytes and writes no metadata. For a log
+    /// whose appends are synced one by one (the Raft log).
+    pub fn with_spare_segments(mut self) -> Result<Self, StoreError> {
+        self.spare = Some(SpareSegment::new(&self.dir, self.segment_bytes)?);
+        Ok(self)
     }
 
     fn scan(
@@ -304,6 +325,12 @@ impl Wal {
                     visit(index, &bytes[at + range.start..at + range.end]);
                     offsets.push(at as u64);
                     at += range.end;
+                }
+                Err(_) if is_last && all_zero(&bytes[at..]) => {
+                    // Never written: the rest of a zero-filled segment (`spare_segment`),
+                    // or a batch none of whose sectors reached the disk. Kept as it is,
+                    // to be overwritten.
+                    break;
                 }
                 Err(bad) => {
                     let reason = bad.describe(index);
@@ -346,6 +373,7 @@ impl Wal {
             offsets,
             len_bytes,
             kicked: len_bytes,
+            spare_asked: false,
         })
     }
 
@@ -483,6 +511,13 @@ impl Wal {
             if kick.is_some() {
                 seg.kicked = seg.len_bytes;
             }
+            // Half way through a segment, the next one starts being zero-filled.
+            if let Some(spare) = &self.spare {
+                if !seg.spare_asked && seg.len_bytes >= self.segment_bytes / 2 {
+                    seg.spare_asked = true;
+                    spare.request();
+                }
+            }
             inner.next = first_index + records.len() as u64;
             let seg = inner.segments.back().expect("present");
             (seg.file.clone(), seg.path.clone(), kick)
@@ -498,14 +533,31 @@ impl Wal {
     }
 
     fn start_segment(&self, inner: &mut Inner, first: u64) -> Result<(), StoreError> {
+        // A segment that stops being the last loses its unwritten zero-filled tail first,
+        // durably: only the last segment may end in one (crash rules above), and so an
+        // earlier release reads these files too.
+        if let Some(seg) = inner.segments.back().filter(|s| !s.offsets.is_empty()) {
+            let file_bytes = seg.file.metadata().map_err(io(&seg.path))?.len();
+            if file_bytes > seg.len_bytes {
+                seg.file.set_len(seg.len_bytes).map_err(io(&seg.path))?;
+                seg.file.sync_all().map_err(io(&seg.path))?;
+            }
+        }
         let path = self.dir.join(segment_name(first));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let spare = match &self.spare {
+            Some(spare) => spare.take_as(&path)?,
+            None => None,
+        };
+        let file = match spare {
+            Some(file) => file,
+            None => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .map_err(io(&path))?,
+        };
         sync_dir(&self.dir)?;
         // An empty segment left by a truncate or purge is replaced, never kept beside.
         if inner.segments.back().is_some_and(|s| s.offsets.is_empty()) {
@@ -521,6 +573,7 @@ impl Wal {
             offsets: Vec::new(),
             len_bytes: 0,
             kicked: 0,
+            spare_asked: false,
         });
         Ok(())
     }
@@ -918,5 +971,116 @@ mod tests {
             Wal::open(dir.path(), 256, Some(0)),
             Err(StoreError::Corrupt { .. })
         ));
+    }
+
+    /// Waits (bounded) until the log's spare segment is filled.
+    fn wait_for_spare(wal: &Wal) {
+        let spare = wal.spare.as_ref().expect("a log with spare segments");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !spare.is_ready() {
+            assert!(std::time::Instant::now() < deadline, "no spare within 20 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// Each segment's file length against the bytes its records take.
+    fn file_and_record_bytes(wal: &Wal) -> Vec<(u64, u64)> {
+        wal.lock()
+            .segments
+            .iter()
+            .map(|s| (s.file.metadata().unwrap().len(), s.len_bytes))
+            .collect()
+    }
+
+    #[test]
+    fn spare_segments_are_zero_filled_ahead_and_only_the_last_keeps_its_zeros() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 4096, Some(0)).unwrap();
+        let wal = wal.with_spare_segments().unwrap();
+        let spare_path = dir.path().join(super::super::spare_segment::SPARE_NAME);
+        let mut next = 1;
+        // Bounded: each segment takes ~25 of these records.
+        for _ in 0..3 {
+            let rotations_before = wal.lock().segments.len();
+            while wal.lock().segments.len() == rotations_before {
+                wal.append(&batch(next, 1)).unwrap();
+                next += 1;
+                if wal.lock().segments.back().unwrap().len_bytes >= 2048 {
+                    wait_for_spare(&wal); // asked for half way; filled well before the end
+                    assert!(spare_path.exists());
+                }
+                assert!(next < 1000, "no rotation");
+            }
+        }
+        let sizes = file_and_record_bytes(&wal);
+        let (last, earlier) = sizes.split_last().unwrap();
+        assert!(
+            last.0 > 4096 && last.0 > last.1,
+            "the last segment is a zero-filled spare: {sizes:?}"
+        );
+        assert!(
+            earlier.iter().all(|(file, records)| file == records),
+            "{sizes:?}"
+        );
+        assert!(!spare_path.exists(), "renamed into place");
+        drop(wal);
+
+        // The zeros after the last record are not a torn write: nothing is cut or reported,
+        // and an earlier release's reading (no spare) sees the same log.
+        let (wal, rec) = Wal::open(dir.path(), 4096, Some(0)).unwrap();
+        assert_eq!(rec.torn_bytes, 0);
+        assert_eq!(indexes(&wal), (1..next).collect::<Vec<_>>());
+        assert_eq!(file_and_record_bytes(&wal), sizes, "nothing cut");
+        let wal = wal.with_spare_segments().unwrap();
+        wal.append(&batch(next, 3)).unwrap(); // overwrites the zeros
+        drop(wal);
+        let (wal, rec) = Wal::open(dir.path(), 4096, Some(0)).unwrap();
+        assert_eq!(rec.torn_bytes, 0);
+        assert_eq!(indexes(&wal), (1..next + 3).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_torn_write_inside_a_zero_filled_segment_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path(), 4096, Some(0)).unwrap();
+        let wal = wal.with_spare_segments().unwrap();
+        let mut next = 1;
+        while wal
+            .lock()
+            .segments
+            .back()
+            .is_none_or(|s| s.len_bytes < 2048)
+        {
+            wal.append(&batch(next, 1)).unwrap();
+            next += 1;
+        }
+        wait_for_spare(&wal);
+        while wal.lock().segments.len() < 2 {
+            wal.append(&batch(next, 1)).unwrap();
+            next += 1;
+        }
+        // A batch whose second sector never reached the disk, inside the zero-filled file.
+        let torn_at = wal.lock().segments.back().unwrap().len_bytes;
+        wal.append(&[(next, vec![9u8; 2000]), (next + 1, payload(next + 1))])
+            .unwrap();
+        let path = wal.lock().segments.back().unwrap().path.clone();
+        drop(wal);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        let sector = (torn_at + HEADER_BYTES as u64 + 1).next_multiple_of(SECTOR_BYTES as u64);
+        f.write_all_at(&[0u8; SECTOR_BYTES], sector).unwrap();
+        let (wal, rec) = Wal::open(dir.path(), 4096, Some(0)).unwrap();
+        assert!(rec.torn_bytes > 0, "{rec:?}");
+        assert_eq!(indexes(&wal), (1..next).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_spare_left_by_a_crash_is_deleted_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let spare = dir.path().join(super::super::spare_segment::SPARE_NAME);
+        std::fs::write(&spare, b"half filled").unwrap();
+        let (wal, rec) = Wal::open(dir.path(), 4096, Some(0)).unwrap();
+        assert_eq!(rec.segments, 0, "a spare is never read as a segment");
+        let _wal = wal.with_spare_segments().unwrap();
+        assert!(!spare.exists());
     }
 }
