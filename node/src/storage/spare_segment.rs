@@ -6,9 +6,9 @@
 //! already allocated and written changes no metadata, so the sync is the data alone
 //! (PostgreSQL zero-fills its WAL segments for the same reason; etcd prepares its next
 //! segment in the background, but with `fallocate`, whose unwritten extents still need a
-//! metadata write on first use). On this host an fdatasync of a 2 KiB overwrite took
-//! 96 µs against 133 µs for an append, and the leader's syncs issued one I/O instead of
-//! two (benches/RESULTS.md, fourteenth session).
+//! metadata write on first use). On this host one 400-byte append and its fdatasync take
+//! ~92 µs into a zero-filled segment against ~130 µs into a growing file (criterion,
+//! `benches/benches/storage.rs`; benches/RESULTS.md, fourteenth session).
 //!
 //! The file is written at a bounded pace, synced in pieces, under a name no segment has
 //! (`SPARE_NAME`), and renamed into place when the log rotates. A spare left by a crash
