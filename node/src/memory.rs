@@ -2,10 +2,11 @@
 //!
 //! Why: the node runs on jemalloc (`main.rs`), whose background thread returns pages a
 //! few hundred milliseconds after they are freed. A snapshot build at a million stock
-//! levels copies ~75 MB and frees it at its end; a second build started within that
-//! window stacked its copy on the first's unreturned pages, and resident memory peaked
-//! at 281 MiB where one build alone peaks at 240 (benches/RESULTS.md, fourteenth
-//! session). Purging right after the free makes each build's peak its own.
+//! levels copied ~75 MB (~45 MB since the stock copy shrank) and freed it at its end; a
+//! second build started within that window stacked its copy on the first's unreturned
+//! pages, and resident memory peaked at 281 MiB where one build alone peaked at 240
+//! (benches/RESULTS.md, fourteenth session). Purging right after the free makes each
+//! build's peak its own.
 
 /// Returns every arena's unused dirty pages to the OS now (jemalloc's
 /// `arena.<MALLCTL_ARENAS_ALL>.purge`). Costs a few milliseconds of `madvise` per
