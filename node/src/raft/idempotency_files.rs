@@ -32,9 +32,9 @@
 //! snapshot naming it is the checkpoint (`drop_dead`). A peer or a backup never sees these
 //! files: a snapshot leaving the node carries every record (`state_machine`).
 
-use super::state_machine::WritePace;
 use crate::inventory::{IdempotencyRecord, Outcome};
 use crate::storage::wal::Wal;
+use crate::storage::write_pace::WritePace;
 use crate::storage::StoreError;
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;

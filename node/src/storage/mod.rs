@@ -12,6 +12,7 @@ pub mod reaper;
 mod sled_engine;
 pub mod spare_segment;
 pub mod wal;
+pub mod write_pace;
 
 pub use sled_engine::SledEngine;
 

@@ -14,6 +14,7 @@
 //! (`SPARE_NAME`), and renamed into place when the log rotates. A spare left by a crash
 //! is deleted on open; a rotation that finds none ready starts an empty file as before.
 
+use super::write_pace::WritePace;
 use super::StoreError;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -24,12 +25,11 @@ use std::sync::{Arc, Mutex};
 pub const SPARE_NAME: &str = "spare-segment.zero";
 /// Bytes beyond the segment size, so the append that passes it usually still overwrites.
 const SLACK_BYTES: u64 = 1024 * 1024;
-/// Zeros written, and synced, per step: small enough that the log's own fdatasyncs do not
-/// queue behind a large flush (the snapshot file's pace, `WritePace`, is the same).
-const STEP_BYTES: usize = 256 * 1024;
-/// The fill's pace: a 16 MiB segment in ~0.85 s, while the log fills one in 10 s and more
-/// at 14 000 writes/s.
-const FILL_BYTES_PER_S: u64 = 20 * 1024 * 1024;
+/// The fill's pace in MB/s, written and synced in the snapshot file's pieces (256 KiB,
+/// small enough that the log's own fdatasyncs do not queue behind a large flush): a
+/// 17 MiB spare in ~0.9 s, while the log fills a segment in 10 s and more at 14 000
+/// writes/s.
+const FILL_MB_PER_S: u64 = 20;
 
 enum State {
     /// Nothing prepared, nothing being prepared.
@@ -116,19 +116,20 @@ impl SpareSegment {
             .truncate(true)
             .open(&self.path)
             .map_err(io)?;
-        let zeros = vec![0u8; STEP_BYTES];
+        let pace = WritePace::snapshot_build(FILL_MB_PER_S);
+        let zeros = vec![0u8; pace.sync_bytes];
         let started = std::time::Instant::now();
         let mut at = 0u64;
-        // Bounded: `bytes / STEP_BYTES` steps, plus one for the remainder.
+        // Bounded: `bytes / sync_bytes` steps, plus one for the remainder.
         while at < self.bytes {
-            let n = (self.bytes - at).min(STEP_BYTES as u64);
+            let wait_us = pace.wait_us(at, started.elapsed().as_micros() as u64);
+            if wait_us > 0 {
+                std::thread::sleep(std::time::Duration::from_micros(wait_us));
+            }
+            let n = (self.bytes - at).min(zeros.len() as u64);
             file.write_all_at(&zeros[..n as usize], at).map_err(io)?;
             file.sync_data().map_err(io)?;
             at += n;
-            let due = std::time::Duration::from_secs_f64(at as f64 / FILL_BYTES_PER_S as f64);
-            if let Some(ahead) = due.checked_sub(started.elapsed()) {
-                std::thread::sleep(ahead);
-            }
         }
         file.sync_all().map_err(io)?;
         debug_assert_eq!(file.metadata().map(|m| m.len()).ok(), Some(self.bytes));
