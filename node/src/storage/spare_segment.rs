@@ -12,7 +12,8 @@
 //!
 //! The file is written at a bounded pace, synced in pieces, under a name no segment has
 //! (`SPARE_NAME`), and renamed into place when the log rotates. A spare left by a crash
-//! is deleted on open; a rotation that finds none ready starts an empty file as before.
+//! is deleted on open; a rotation that finds none ready, or cannot move it into place,
+//! starts an empty file as before.
 
 use super::write_pace::WritePace;
 use super::StoreError;

@@ -544,8 +544,14 @@ impl Wal {
             }
         }
         let path = self.dir.join(segment_name(first));
-        let spare = match &self.spare {
-            Some(spare) => spare.take_as(&path)?,
+        // The spare is an optimisation: if it cannot be moved into place, the segment
+        // starts as an empty file, as without one, rather than failing the append.
+        let spare = match self.spare.as_ref().map(|s| s.take_as(&path)) {
+            Some(Ok(file)) => file,
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "log: the spare segment could not be used");
+                None
+            }
             None => None,
         };
         let file = match spare {
