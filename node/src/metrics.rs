@@ -18,6 +18,11 @@ pub struct RequestLabels {
     pub code: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    pub method: &'static str,
+}
+
 /// What became of one write, whether it came alone or in a `WriteMany`.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 pub enum WriteOutcome {
@@ -97,6 +102,8 @@ pub struct Metrics {
     pub proposal_batch_commands: Histogram,
     pub read_batch_reads: Histogram,
     pub requests: Family<RequestLabels, Counter>,
+    /// Client API calls from receipt to the handler's answer, by method (`server::metered`).
+    pub request_seconds: Family<MethodLabels, Histogram>,
     pub writes: Family<WriteLabels, Counter>,
     pub leader_changes: Counter,
     /// Writes whose entry got no answer within the proposer's bound (`server::proposer`).
@@ -136,6 +143,7 @@ impl Metrics {
                 prometheus_client::metrics::histogram::exponential_buckets(1.0, 2.0, 10),
             ),
             requests: Family::default(),
+            request_seconds: Family::new_with_constructor(|| Histogram::new(latency_buckets())),
             writes: Family::default(),
             leader_changes: Counter::default(),
             proposals_unanswered: Counter::default(),
@@ -180,6 +188,11 @@ impl Metrics {
                 "grpc_requests",
                 "Client API requests by method and gRPC status",
                 m.requests.clone(),
+            );
+            r.register(
+                "grpc_request_seconds",
+                "Client API calls by method, from the request's arrival to the handler's answer (decoding included; encoding and sending the answer not); a WriteMany call counts once, however many writes it carries",
+                m.request_seconds.clone(),
             );
             r.register(
                 "writes",

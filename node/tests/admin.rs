@@ -179,6 +179,9 @@ async fn health_readiness_metrics_cluster_and_the_admin_token() {
         "laundry_proposal_seconds_bucket",
         "laundry_grpc_requests_total{method=\"Receive\",code=\"OK\"} 1",
         "laundry_grpc_requests_total{method=\"Ship\",code=\"FAILED_PRECONDITION\"} 1",
+        // One Receive and one Ship, each timed once.
+        "laundry_grpc_request_seconds_count{method=\"Receive\"} 1",
+        "laundry_grpc_request_seconds_count{method=\"Ship\"} 1",
         "laundry_replication_lag_entries{peer=",
         "laundry_storage_bytes ",
         // Replication goes over the peer stream; nothing needed gRPC.

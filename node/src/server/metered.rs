@@ -1,8 +1,13 @@
-//! A tower layer on the client port that counts requests by method and gRPC status. The
-//! status of a failed call travels in the response headers (trailers-only response); a
-//! response without one was accepted (OK).
+//! A tower layer on the client port that counts requests by method and gRPC status, and
+//! times them by method. The status of a failed call travels in the response headers
+//! (trailers-only response); a response without one was accepted (OK).
+//!
+//! The time runs from the request's arrival here to the handler's answer: it includes
+//! decoding the request and everything the node does for it, not encoding and sending the
+//! answer. Beside a client's own latency it splits a slow call between the node and the
+//! way to and from it (client, network, the client host's scheduling).
 
-use crate::metrics::{code_name, Metrics, RequestLabels, METHODS};
+use crate::metrics::{code_name, MethodLabels, Metrics, RequestLabels, METHODS};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -49,10 +54,15 @@ where
             .strip_prefix("/laundry.v1.InventoryService/")
             .and_then(|m| METHODS.iter().find(|known| **known == m).copied());
         let metrics = self.metrics.clone();
+        let arrived = std::time::Instant::now();
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
             if let Some(method) = method {
+                metrics
+                    .request_seconds
+                    .get_or_create(&MethodLabels { method })
+                    .observe(arrived.elapsed().as_secs_f64());
                 let code = resp
                     .headers()
                     .get("grpc-status")
