@@ -22,9 +22,9 @@ pub(crate) const MAX_QUEUED_WRITES: usize = 4096;
 /// Calls out at once. While they are, new writes gather into the next one. Two, as the
 /// node keeps two Raft entries in flight (`server::proposer`): one call is answered while
 /// the next gathers. Measured at 64 writers on loopback (benches/RESULTS.md, fifteenth
-/// session) against eight, at 16 500 writes/s: the host busy 144–148 % of a core against
+/// session) against eight, at 16 500 writes/s: the host busy 144–150 % of a core against
 /// 161–163 % (the generator's own CPU 22.1–22.6 s a minute against 25.3–26.7), p50
-/// 1.39–1.46 ms against 1.68–1.92, p99 within the runs' spread; closed-loop peaks as high
+/// 1.39–1.68 ms against 1.68–1.94, p99 within the runs' spread; closed-loop peaks as high
 /// or higher. With sixty-four, writes grouped too little (peak as without coalescing) and
 /// the p99 doubled (sixth session).
 pub(crate) const MAX_CALLS_IN_FLIGHT: usize = 2;
