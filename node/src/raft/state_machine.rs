@@ -26,7 +26,7 @@ use super::snapshot::{self, SnapshotBody};
 use super::{sto_err, LogId, Membership, NodeId, Response, StorageError, TypeConfig};
 use crate::inventory::{ApplyCtx, DomainError, Inventory, Movement, Record};
 use crate::metrics::{Metrics, SnapshotEvent, SnapshotLabels};
-pub use crate::storage::write_pace::WritePace;
+use crate::storage::write_pace::WritePace;
 #[cfg(test)]
 use crate::storage::write_pace::{DURABLE_WRITE_SYNC_BYTES, PACED_WRITE_SYNC_BYTES};
 use crate::storage::{frame, keys, reaper, Batch, Engine, StoreError};
@@ -1135,7 +1135,7 @@ impl<E: Engine> RaftSnapshotBuilder<TypeConfig> for StateMachine<E> {
         // queued on it, and at a lower CPU priority, so that on a busy machine requests go
         // first (the build is what made the write p99 at half of peak, measured).
         let path = self.snapshot_path();
-        let pace = WritePace::snapshot_build(
+        let pace = WritePace::paced(
             self.shared
                 .snapshot_write_mb_per_s
                 .load(std::sync::atomic::Ordering::Relaxed),
@@ -1553,7 +1553,7 @@ mod tests {
     fn a_paced_write_reads_back_whole_and_takes_at_least_its_rate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("current.snap");
-        let pace = WritePace::snapshot_build(20);
+        let pace = WritePace::paced(20);
         let bytes: Vec<u8> = (0..8 * PACED_WRITE_SYNC_BYTES + 3)
             .map(|i| (i % 251) as u8)
             .collect();

@@ -117,7 +117,7 @@ impl SpareSegment {
             .truncate(true)
             .open(&self.path)
             .map_err(io)?;
-        let pace = WritePace::snapshot_build(FILL_MB_PER_S);
+        let pace = WritePace::paced(FILL_MB_PER_S);
         let zeros = vec![0u8; pace.sync_bytes];
         let started = std::time::Instant::now();
         let mut at = 0u64;

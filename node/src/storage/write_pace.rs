@@ -3,7 +3,8 @@
 //! behind much. Used by the snapshot file (`raft::state_machine::PacedFile`), the
 //! idempotency files' appends and the log's spare segment (`spare_segment`).
 
-/// Bytes of a large file written between its intermediate flushes (`raft::state_machine::write_file_durably`).
+/// Bytes of a large file written between its intermediate flushes
+/// (`raft::state_machine::write_file_durably`).
 /// 4 MiB let three replicas' builds (they build together) queue 12 MiB ahead of a log
 /// fdatasync; with builds every half second, the write p99 at 9 000/s was 22.5-35.6 ms at
 /// 4 MiB and 12.6-14.9 ms at 1 MiB (benches/RESULTS.md).
@@ -34,8 +35,9 @@ impl WritePace {
         bytes_per_s: None,
     };
 
-    /// A snapshot build's pace at `mb_per_s` (10^6 bytes per second; 0 = no limit).
-    pub fn snapshot_build(mb_per_s: u64) -> WritePace {
+    /// A paced write at `mb_per_s` (10^6 bytes per second; 0 = no limit), flushed in
+    /// small pieces: a snapshot build, the log's spare segment.
+    pub fn paced(mb_per_s: u64) -> WritePace {
         WritePace {
             sync_bytes: PACED_WRITE_SYNC_BYTES,
             bytes_per_s: (mb_per_s > 0).then(|| mb_per_s.saturating_mul(1_000_000)),
@@ -64,12 +66,8 @@ mod tests {
     fn the_pace_waits_until_the_bytes_written_are_due() {
         let unpaced = WritePace::UNPACED;
         assert_eq!(unpaced.wait_us(u64::MAX, 0), 0);
-        assert_eq!(
-            WritePace::snapshot_build(0).bytes_per_s,
-            None,
-            "0 is no limit"
-        );
-        let one_mb = WritePace::snapshot_build(1);
+        assert_eq!(WritePace::paced(0).bytes_per_s, None, "0 is no limit");
+        let one_mb = WritePace::paced(1);
         assert_eq!(one_mb.bytes_per_s, Some(1_000_000));
         assert_eq!(one_mb.sync_bytes, PACED_WRITE_SYNC_BYTES);
         // 500 000 bytes at 1 MB/s are due at 0.5 s.
@@ -83,9 +81,6 @@ mod tests {
         );
         // No overflow at the extremes.
         assert_eq!(one_mb.wait_us(u64::MAX, 0), u64::MAX);
-        assert_eq!(
-            WritePace::snapshot_build(u64::MAX).wait_us(u64::MAX, 0),
-            1_000_000
-        );
+        assert_eq!(WritePace::paced(u64::MAX).wait_us(u64::MAX, 0), 1_000_000);
     }
 }
